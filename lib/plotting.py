@@ -1,0 +1,94 @@
+"""One figure style for the whole book, with colour *roles* rather than ad-hoc colours.
+
+Every performance figure in the book shows a classical baseline, the learned
+method, and, where one exists, a limit (upper bound, oracle, perfect-CSI
+solution) on the same axes; the roles below keep those three recognisable from
+chapter to chapter:
+
+``classical``  classical iterative algorithms and linear precoders (blues)
+``learned``    unrolled / learned models (oranges and reds)
+``bound``      limits, oracles and upper bounds (black, dashed)
+``data``       purely data-driven models (greens)
+``other``      anything else (greys and purples)
+"""
+
+from __future__ import annotations
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+
+__all__ = ["ROLES", "use_book_style", "color", "line_style", "new_figure", "plot_curve"]
+
+#: Colour cycles per role; index with :func:`color`.
+ROLES: dict[str, tuple[str, ...]] = {
+    "classical": ("#1f4e9c", "#3f7fd1", "#7aaee8", "#0b2a5b"),
+    "learned": ("#d9480f", "#f08c00", "#c2255c", "#e8590c"),
+    "bound": ("#000000", "#495057"),
+    "data": ("#2b8a3e", "#69db7c"),
+    "other": ("#6c757d", "#7048e8", "#adb5bd"),
+}
+
+_LINESTYLE = {"classical": "-", "learned": "-", "bound": "--", "data": "-.", "other": ":"}
+_MARKER = {"classical": "o", "learned": "s", "bound": None, "data": "^", "other": "x"}
+
+
+def use_book_style() -> None:
+    """Apply the book's matplotlib style (call once per notebook)."""
+    mpl.rcParams.update(
+        {
+            "figure.figsize": (6.4, 4.0),
+            "figure.dpi": 100,
+            "savefig.dpi": 150,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.titlesize": 11,
+            "axes.labelsize": 10,
+            "legend.fontsize": 9,
+            "legend.frameon": False,
+            "lines.linewidth": 1.8,
+            "lines.markersize": 5,
+            "font.family": "DejaVu Sans",
+        }
+    )
+
+
+def color(role: str, index: int = 0) -> str:
+    """Colour of the ``index``-th curve of a role (``classical``, ``learned``, ``bound``, ...)."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {sorted(ROLES)}, got {role!r}")
+    cycle = ROLES[role]
+    return cycle[index % len(cycle)]
+
+
+def line_style(role: str, index: int = 0) -> dict:
+    """Keyword arguments (colour, line style, marker) for ``plt.plot`` for a role."""
+    c = color(role, index)
+    return {"color": c, "linestyle": _LINESTYLE[role], "marker": _MARKER[role]}
+
+
+def new_figure(ncols: int = 1, *, width: float = 6.4, height: float = 4.0, **kwargs):
+    """Create a figure with ``ncols`` side-by-side axes in the book style; returns ``(fig, axes)``."""
+    if not isinstance(ncols, int) or ncols < 1:
+        raise ValueError(f"ncols must be a positive int, got {ncols!r}")
+    use_book_style()
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), **kwargs)
+    return fig, axes
+
+
+def plot_curve(ax, x, y, label: str, role: str, index: int = 0, *, err=None, **kwargs):
+    """Plot one curve with the style of its role; ``err`` (same length as ``y``) draws a band.
+
+    Use ``err`` for standard errors (e.g. ``2 * std / sqrt(n)``) so that every
+    averaged number in a figure carries its uncertainty.
+    """
+    style = line_style(role, index)
+    style.update(kwargs)
+    (line,) = ax.plot(x, y, label=label, **style)
+    if err is not None:
+        import numpy as np
+
+        y_arr, e_arr = np.asarray(y, dtype=float), np.asarray(err, dtype=float)
+        ax.fill_between(x, y_arr - e_arr, y_arr + e_arr, color=line.get_color(), alpha=0.2, lw=0)
+    return line
