@@ -1,0 +1,211 @@
+"""Tests of the generic unrolling toolkit (lib.unrolling) on a toy unrolled gradient descent."""
+
+import pytest
+import torch
+from torch import nn
+
+from lib.unrolling import (
+    TrainHistory,
+    UnrolledModel,
+    count_parameters,
+    freeze_layers,
+    to_device,
+    train_unrolled,
+)
+
+torch.set_num_threads(1)
+
+
+class GDLayer(nn.Module):
+    """x <- x - step * A^T (A x - y)."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = nn.Parameter(torch.tensor(float(step), dtype=torch.float64))
+
+    def forward(self, x, y, A):
+        return x - self.step * (x @ A.T - y) @ A
+
+
+class UnrolledGD(UnrolledModel):
+    def __init__(self, T, step):
+        super().__init__([GDLayer(step) for _ in range(T)])
+
+    def init_state(self, y, A):
+        return torch.zeros(y.shape[0], A.shape[1], dtype=y.dtype, device=y.device)
+
+
+def _problem(seed=0, m=6, n=4):
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(m, n, generator=g, dtype=torch.float64) / m**0.5
+    return A
+
+
+A0 = _problem()
+
+
+def sampler(batch, gen):
+    x = torch.randn(batch, A0.shape[1], generator=gen, dtype=torch.float64)
+    return (x @ A0.T, A0), x
+
+
+def last_mse(out, x):
+    return ((out[-1] - x) ** 2).mean()
+
+
+def test_forward_matches_manual_loop_and_keeps_every_layer():
+    model = UnrolledGD(5, 0.3)
+    (y, A), x = sampler(7, torch.Generator().manual_seed(1))
+    out = model(y, A)
+    assert out.shape == (5, 7, 4)
+    z = torch.zeros(7, 4, dtype=torch.float64)
+    for t in range(5):
+        z = z - 0.3 * (z @ A.T - y) @ A
+        assert torch.allclose(out[t], z, atol=1e-14, rtol=0)
+    out3 = model(y, A, n_layers=3)
+    assert out3.shape == (3, 7, 4)
+    assert torch.equal(out3, out[:3])
+
+
+def test_n_layers_validation():
+    model = UnrolledGD(3, 0.1)
+    (y, A), _ = sampler(2, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="n_layers"):
+        model(y, A, n_layers=4)
+    with pytest.raises(ValueError, match="n_layers"):
+        model(y, A, n_layers=0)
+    with pytest.raises(TypeError, match="n_layers"):
+        model(y, A, n_layers=1.5)
+    with pytest.raises(ValueError, match="at least one"):
+        UnrolledGD(0, 0.1)
+    with pytest.raises(TypeError, match="layers\\[0\\]"):
+        UnrolledModel([lambda s: s])
+
+
+def test_training_reduces_loss_and_is_seeded():
+    def run():
+        model = UnrolledGD(4, 0.05)
+        hist = train_unrolled(model, sampler, last_mse, steps_per_layer=10, refine_steps=5,
+                              finetune_steps=30, batch_size=32, lr=0.05, seed=3, progress=False)
+        return model, hist
+
+    m1, h1 = run()
+    m2, h2 = run()
+    assert len(h1) == 4 * 15 + 30
+    assert h1.loss == h2.loss
+    for p, q in zip(m1.parameters(), m2.parameters()):
+        assert torch.equal(p, q)
+    # the trained network beats its initialisation (small steps) on fresh data
+    (y, A), x = sampler(500, torch.Generator().manual_seed(99))
+    init = UnrolledGD(4, 0.05)
+    with torch.no_grad():
+        assert last_mse(m1(y, A), x) < 0.5 * last_mse(init(y, A), x)
+    stages = [s for _, s in h1.boundaries()]
+    assert stages[:3] == ["grow-1", "refine-1", "grow-2"] and stages[-1] == "finetune"
+    assert h1.depth[0] == 1 and h1.depth[-1] == 4
+
+
+def test_growth_trains_only_the_new_layer():
+    model = UnrolledGD(3, 0.05)
+    seen = []
+
+    def probe(model, t):
+        seen.append((t, [bool(l.step.requires_grad) for l in model.layers]))
+        return torch.zeros((), dtype=torch.float64)
+
+    train_unrolled(model, sampler, last_mse, steps_per_layer=2, refine_steps=1, finetune_steps=1,
+                   batch_size=8, lr=0.01, penalty=probe, penalty_weight=1.0, progress=False)
+    assert seen[0] == (1, [True, False, False])
+    assert seen[2] == (1, [True, False, False])  # refine-1: layers 1..1
+    assert seen[3] == (2, [False, True, False])
+    assert seen[5] == (2, [True, True, False])
+    assert seen[-1] == (3, [True, True, True])
+    # flags restored afterwards
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_caller_frozen_parameters_stay_frozen():
+    model = UnrolledGD(3, 0.05)
+    model.layers[1].step.requires_grad_(False)
+    before = model.layers[1].step.detach().clone()
+    train_unrolled(model, sampler, last_mse, steps_per_layer=3, finetune_steps=5,
+                   batch_size=8, lr=0.05, progress=False)
+    assert torch.equal(model.layers[1].step.detach(), before)
+    assert not model.layers[1].step.requires_grad
+    assert model.layers[0].step.item() != 0.05
+
+
+def test_shared_parameters_and_counts():
+    class WithShared(UnrolledGD):
+        def __init__(self):
+            super().__init__(2, 0.1)
+            self.scale = nn.Parameter(torch.ones((), dtype=torch.float64))
+
+        def readout(self, state):
+            return self.scale * state
+
+    m = WithShared()
+    assert count_parameters(m) == 3
+    assert [p is m.scale for p in m.shared_parameters()] == [True]
+    assert len(m.layer_parameters(1)) == 1
+    freeze_layers(m, [0])
+    assert count_parameters(m) == 2
+    assert count_parameters(m, trainable_only=False) == 3
+    freeze_layers(m, None)
+    assert count_parameters(m) == 3
+    class C(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(2, 3, dtype=torch.complex64))
+
+    assert count_parameters(C()) == 12
+
+
+def test_penalty_is_added_and_recorded():
+    model = UnrolledGD(2, 0.05)
+
+    def pen(model, t):
+        return sum((l.step - 0.2) ** 2 for l in model.layers[:t])
+
+    h = train_unrolled(model, sampler, last_mse, finetune_steps=300, batch_size=8, lr=0.05,
+                       penalty=pen, penalty_weight=1e4, progress=False)
+    assert len(h.penalty) == 300 and h.penalty[-1] < h.penalty[0]
+    assert all(abs(l.step.item() - 0.2) < 0.02 for l in model.layers)
+
+
+def test_argument_validation_and_nan_detection():
+    model = UnrolledGD(2, 0.05)
+    with pytest.raises(TypeError, match="model"):
+        train_unrolled(nn.Linear(2, 2), sampler, last_mse)
+    with pytest.raises(TypeError, match="sampler"):
+        train_unrolled(model, None, last_mse)
+    with pytest.raises(TypeError, match="loss_fn"):
+        train_unrolled(model, sampler, 3)
+    with pytest.raises(ValueError, match="batch_size"):
+        train_unrolled(model, sampler, last_mse, batch_size=0)
+    with pytest.raises(ValueError, match="lr"):
+        train_unrolled(model, sampler, last_mse, lr=-1.0)
+    with pytest.raises(ValueError, match="finetune_steps"):
+        train_unrolled(model, sampler, last_mse, finetune_steps=-1)
+
+    def nan_loss(out, x):
+        return out.sum() * float("nan")
+
+    with pytest.raises(FloatingPointError, match="finetune"):
+        train_unrolled(model, sampler, nan_loss, finetune_steps=2, progress=False)
+
+
+def test_history_can_be_continued_and_to_device():
+    model = UnrolledGD(2, 0.05)
+    h = train_unrolled(model, sampler, last_mse, finetune_steps=3, batch_size=4, progress=False)
+    h2 = train_unrolled(model, sampler, last_mse, finetune_steps=2, batch_size=4, progress=False,
+                        history=h)
+    assert h2 is h and len(h) == 5 and isinstance(h, TrainHistory)
+    moved = to_device({"a": (torch.ones(1), [torch.zeros(2)]), "b": 3}, torch.device("cpu"))
+    assert moved["b"] == 3 and moved["a"][1][0].shape == (2,)
+
+
+def test_progress_bar_runs():
+    model = UnrolledGD(2, 0.05)
+    h = train_unrolled(model, sampler, last_mse, finetune_steps=2, batch_size=4, progress=True)
+    assert len(h) == 2
