@@ -1,0 +1,233 @@
+"""Uniform planar arrays, spatially correlated channels and oversampled 2-D DFT codebooks.
+
+The transmitter of the hybrid-beamforming chapters is a uniform planar array (UPA)
+of ``n_h x n_v`` antennas with half-wavelength spacing (Schynol et al., Sec. 5.1.4).
+Antenna ``(m_h, m_v)`` is stacked at index ``m_h * n_v + m_v``, so that every
+UPA quantity is a Kronecker product "horizontal (x) vertical".
+
+Conventions (see ``CONTRIBUTING.md``):
+
+* a *direction cosine* ``u = sin(theta)`` in ``[-1, 1)`` per axis; the ULA response of
+  ``n`` half-wavelength spaced antennas is ``a(u)[m] = exp(j pi m u)``;
+* covariances ``R = E[h h^H]`` of the channel *column* vector ``h`` of one user; the
+  downlink channel matrix has rows ``h_k^H`` (``H = h.conj()``);
+* every function is batched over leading dimensions and written with differentiable
+  torch operations (gradients flow to angles and spreads).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from lib.utils import check_complex, check_positive_int, check_tensor
+
+__all__ = [
+    "ula_response",
+    "upa_steering",
+    "local_scattering_covariance",
+    "kron_covariance",
+    "upa_covariance",
+    "correlated_rayleigh",
+    "psd_sqrt",
+    "dft_codebook",
+    "beam_gain",
+]
+
+_PAS = ("gaussian", "laplacian")
+
+
+def _as_real(x, name: str, dtype=torch.float64) -> torch.Tensor:
+    if isinstance(x, bool):
+        raise TypeError(f"{name} must be a number or a real tensor, got bool")
+    if isinstance(x, (int, float)):
+        return torch.tensor(float(x), dtype=dtype)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a number or a real torch.Tensor, got {type(x).__name__}")
+    check_tensor(x, name, complex_=False)
+    return x
+
+
+def ula_response(n: int, u) -> torch.Tensor:
+    """Half-wavelength ULA response ``a(u)[m] = exp(j pi m u)``, ``m = 0..n-1`` (not normalised).
+
+    ``u`` (direction cosine ``sin(theta)``) is a number or a real tensor of any shape;
+    the result has shape ``u.shape + (n,)`` and dtype ``complex128`` for float64 input.
+    """
+    check_positive_int(n, "n")
+    u = _as_real(u, "u")
+    m = torch.arange(n, dtype=u.dtype, device=u.device)
+    return torch.polar(torch.ones_like(u[..., None] * m), math.pi * u[..., None] * m)
+
+
+def upa_steering(n_h: int, n_v: int, u_h, u_v, *, normalize: bool = True) -> torch.Tensor:
+    """UPA steering vector ``a_h(u_h) (x) a_v(u_v)``, shape ``broadcast(u_h, u_v).shape + (n_h*n_v,)``.
+
+    With ``normalize=True`` the vector has unit norm (a codeword); otherwise unit-modulus entries.
+    """
+    a_h = ula_response(n_h, u_h)
+    a_v = ula_response(n_v, u_v)
+    a_h, a_v = torch.broadcast_tensors(a_h[..., :, None], a_v[..., None, :])
+    a = (a_h * a_v).reshape(*a_h.shape[:-2], n_h * n_v)
+    if normalize:
+        a = a / math.sqrt(n_h * n_v)
+    return a
+
+
+def local_scattering_covariance(
+    n: int, angle, spread, *, pas: str = "gaussian", n_quad: int = 257, width: float | None = None
+) -> torch.Tensor:
+    """Per-axis spatial covariance of a half-wavelength ULA under local scattering.
+
+    .. math:: [R]_{m,l} = \\int e^{j\\pi (m-l)\\sin\\varphi} f(\\varphi)\\, d\\varphi ,
+
+    with the power angular spectrum ``f`` a Gaussian (standard deviation ``spread``) or a
+    Laplacian (``f ~ exp(-sqrt(2)|phi - angle| / spread)``, same standard deviation)
+    around the nominal ``angle`` (radians), as in the clustered model of Forenza et al.
+    The integral is computed by the composite trapezoidal rule on ``n_quad`` points over
+    ``angle +- width * spread`` (default width 6 for Gaussian, 12 for Laplacian) with the
+    weights renormalised to sum to one, so that ``R`` is exactly Hermitian, Toeplitz, PSD
+    and has a unit diagonal (unit power per antenna).
+
+    Parameters
+    ----------
+    n : int
+        Number of antennas on the axis.
+    angle, spread : float or real tensor
+        Nominal angle and angular standard deviation in radians, broadcastable; ``spread > 0``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(..., n, n)`` complex covariance.
+    """
+    check_positive_int(n, "n")
+    check_positive_int(n_quad, "n_quad", minimum=3)
+    if pas not in _PAS:
+        raise ValueError(f"pas must be one of {_PAS}, got {pas!r}")
+    angle = _as_real(angle, "angle")
+    spread = _as_real(spread, "spread")
+    if bool((spread <= 0).any()):
+        raise ValueError("spread must be > 0 (radians)")
+    if width is None:
+        width = 6.0 if pas == "gaussian" else 12.0
+    angle, spread = torch.broadcast_tensors(angle, spread)
+    t = torch.linspace(-width, width, n_quad, dtype=angle.dtype, device=angle.device)
+    if pas == "gaussian":
+        w = torch.exp(-0.5 * t**2)
+    else:
+        w = torch.exp(-math.sqrt(2.0) * t.abs())
+    w = w.clone()
+    w[0] = w[0] / 2  # trapezoid end points
+    w[-1] = w[-1] / 2
+    w = w / w.sum()
+    phi = angle[..., None] + spread[..., None] * t  # (..., Q)
+    # first column of the Toeplitz matrix: r[d] = sum_q w_q exp(j pi d sin phi_q)
+    d = torch.arange(n, dtype=angle.dtype, device=angle.device)
+    phase = math.pi * torch.sin(phi)[..., None, :] * d[:, None]  # (..., n, Q)
+    r = (torch.polar(torch.ones_like(phase), phase) * w).sum(-1)  # (..., n)
+    idx = torch.arange(n, device=angle.device)
+    diff = idx[:, None] - idx[None, :]  # m - l
+    R = r[..., diff.abs()]
+    R = torch.where(diff >= 0, R, R.conj())
+    return R
+
+
+def kron_covariance(R_h: torch.Tensor, R_v: torch.Tensor) -> torch.Tensor:
+    """Batched Kronecker product ``R = R_h (x) R_v``: ``(..., n_h, n_h), (..., n_v, n_v) -> (..., N, N)``."""
+    check_complex(R_h, "R_h")
+    check_complex(R_v, "R_v")
+    if R_h.dim() < 2 or R_h.shape[-1] != R_h.shape[-2]:
+        raise ValueError(f"R_h must have shape (..., n_h, n_h), got {tuple(R_h.shape)}")
+    if R_v.dim() < 2 or R_v.shape[-1] != R_v.shape[-2]:
+        raise ValueError(f"R_v must have shape (..., n_v, n_v), got {tuple(R_v.shape)}")
+    n_h, n_v = R_h.shape[-1], R_v.shape[-1]
+    K = R_h[..., :, None, :, None] * R_v[..., None, :, None, :]
+    return K.reshape(*K.shape[:-4], n_h * n_v, n_h * n_v)
+
+
+def upa_covariance(
+    n_h: int, n_v: int, angle_h, angle_v, spread, *, pas: str = "gaussian", n_quad: int = 257
+) -> torch.Tensor:
+    """Kronecker covariance of a UPA: per-axis local scattering (``angle_h``, ``angle_v``), same spread."""
+    R_h = local_scattering_covariance(n_h, angle_h, spread, pas=pas, n_quad=n_quad)
+    R_v = local_scattering_covariance(n_v, angle_v, spread, pas=pas, n_quad=n_quad)
+    return kron_covariance(R_h, R_v)
+
+
+def psd_sqrt(R: torch.Tensor) -> torch.Tensor:
+    """Hermitian PSD square root ``R^{1/2}`` by eigendecomposition (negative eigenvalues clipped)."""
+    check_complex(R, "R")
+    if R.dim() < 2 or R.shape[-1] != R.shape[-2]:
+        raise ValueError(f"R must have shape (..., n, n), got {tuple(R.shape)}")
+    lam, U = torch.linalg.eigh(R)
+    s = lam.clamp_min(0).sqrt().to(R.dtype)
+    return (U * s[..., None, :]) @ U.mH
+
+
+def correlated_rayleigh(
+    R: torch.Tensor, n_samples: int | None = None, *, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Draw correlated Rayleigh channel vectors ``h = R^{1/2} z``, ``z ~ CN(0, I)``.
+
+    ``R`` has shape ``(..., n, n)``; the result has shape ``(..., n)`` or, with ``n_samples``,
+    ``(n_samples, ..., n)``. These are *column* vectors ``h``; the downlink channel matrix
+    of the book (rows ``h_k^H``) is ``h.conj()``.
+    """
+    S = psd_sqrt(R)
+    shape = R.shape[:-1] if n_samples is None else (check_positive_int(n_samples, "n_samples"),) + R.shape[:-1]
+    real = torch.float64 if R.dtype == torch.complex128 else torch.float32
+    z = torch.complex(
+        torch.randn(shape, dtype=real, generator=generator),
+        torch.randn(shape, dtype=real, generator=generator),
+    ) / math.sqrt(2.0)
+    return (S @ z[..., None]).squeeze(-1)
+
+
+def dft_codebook(n_h: int, n_v: int, oversampling=(1, 1), *, dtype=torch.complex128):
+    """Oversampled 2-D DFT codebook of a UPA.
+
+    The horizontal grid has ``O_h n_h`` direction cosines ``u = 2 k / (O_h n_h)`` (wrapped to
+    ``[-1, 1)``), likewise vertically; codeword ``(k_h, k_v)`` is the unit-norm steering vector
+    ``a_h (x) a_v / sqrt(N)``. Codewords with ``k_h = q_h (mod O_h)`` and ``k_v = q_v (mod O_v)``
+    form orthogonal group ``g = q_h O_v + q_v``: an orthonormal basis of ``C^N``.
+
+    Returns
+    -------
+    codebook : torch.Tensor
+        ``(N, O_h n_h * O_v n_v)`` complex, one unit-norm codeword per column, ordered by group
+        and, within a group, by ``(i_h, i_v)`` with ``k = q + O i``.
+    groups : torch.Tensor
+        ``(n_codewords,)`` long, the orthogonal group of each codeword.
+    u : torch.Tensor
+        ``(n_codewords, 2)`` direction cosines ``(u_h, u_v)`` of the codewords.
+    """
+    check_positive_int(n_h, "n_h")
+    check_positive_int(n_v, "n_v")
+    if not isinstance(oversampling, (tuple, list)) or len(oversampling) != 2:
+        raise TypeError(f"oversampling must be a pair (O_h, O_v), got {oversampling!r}")
+    o_h = check_positive_int(oversampling[0], "oversampling[0]")
+    o_v = check_positive_int(oversampling[1], "oversampling[1]")
+    q_h, q_v, i_h, i_v = torch.meshgrid(
+        torch.arange(o_h), torch.arange(o_v), torch.arange(n_h), torch.arange(n_v), indexing="ij"
+    )
+    k_h = (q_h + o_h * i_h).reshape(-1)
+    k_v = (q_v + o_v * i_v).reshape(-1)
+    groups = (q_h * o_v + q_v).reshape(-1)
+    u_h = torch.remainder(2.0 * k_h.double() / (o_h * n_h) + 1.0, 2.0) - 1.0
+    u_v = torch.remainder(2.0 * k_v.double() / (o_v * n_v) + 1.0, 2.0) - 1.0
+    C = upa_steering(n_h, n_v, u_h, u_v).T.contiguous().to(dtype)
+    return C, groups, torch.stack([u_h, u_v], -1)
+
+
+def beam_gain(codeword: torch.Tensor, n_h: int, n_v: int, u_h, u_v) -> torch.Tensor:
+    """Array gain ``|a(u_h, u_v)^H f|^2`` of a (unit-norm) codeword ``f`` towards directions ``(u_h, u_v)``.
+
+    ``a`` is the unit-modulus steering vector, so the peak gain of a matched codeword is ``N``.
+    """
+    check_complex(codeword, "codeword", ndim=1)
+    if codeword.shape[0] != n_h * n_v:
+        raise ValueError(f"codeword must have shape ({n_h * n_v},), got {tuple(codeword.shape)}")
+    a = upa_steering(n_h, n_v, u_h, u_v, normalize=False).to(codeword.dtype)
+    return (a.conj() @ codeword).abs() ** 2
