@@ -1,0 +1,209 @@
+"""Tests of lib.unrolled_sparse: initialisation theorem, denoisers, ALISTA weight, contraction,
+matrix swapping, a short training run, and a re-evaluation of the stored paper-scale weights."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lib import sparse
+from lib.unrolled_sparse import (
+    LAMP,
+    LISTA,
+    LeanISTA,
+    MLPRecovery,
+    OAMPNet,
+    analytic_weight,
+    bg_mmse,
+    contraction_factors,
+    contraction_penalty,
+    error_contraction,
+    layer_operators,
+    make_sampler,
+    nmse_loss,
+    soft,
+    with_matrix,
+)
+from lib.unrolling import count_parameters, train_unrolled
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+M, N, P = 40, 80, 0.1
+
+
+@pytest.fixture(scope="module")
+def problem():
+    g = torch.Generator().manual_seed(0)
+    A = sparse.gaussian_matrix(M, N, generator=g)
+    (y, nv), x = make_sampler(A, P, 30.0)(200, g)
+    return A, y, nv, x
+
+
+@pytest.mark.parametrize("coupled", [False, True])
+def test_lista_at_classical_parameters_is_ista(problem, coupled):
+    A, y, nv, x = problem
+    lam = 0.05
+    model = LISTA(A, 10, lam, coupled=coupled)
+    with torch.no_grad():
+        out = model(y, nv)
+    _, ref = sparse.ista(y, A, lam, 10, history=True)
+    assert out.shape == (10, 200, N)
+    assert (out - ref).abs().max() < 1e-12
+    lean = LeanISTA(A, 10, lam=lam)
+    with torch.no_grad():
+        assert (lean(y, nv) - ref).abs().max() < 1e-12
+    assert count_parameters(model) == 10 * (N * M + (0 if coupled else N * N) + 1)
+    assert count_parameters(lean) == 20
+
+
+@pytest.mark.parametrize("kind", ["soft", "bg"])
+def test_lamp_at_initialisation_is_amp(problem, kind):
+    A, y, nv, x = problem
+    model = LAMP(A, 8, denoiser=kind, alpha=1.3, p=P)
+    with torch.no_grad():
+        out = model(y, nv)
+    _, ref = sparse.amp(y, A, 8, denoiser=kind, alpha=1.3, p=P, history=True)
+    assert (out - ref).abs().max() < 1e-10
+
+
+def test_bg_mmse_derivative_matches_autograd():
+    r = torch.linspace(-4, 4, 41, dtype=torch.float64, requires_grad=True)
+    tau2 = torch.tensor(0.3, dtype=torch.float64)
+    xhat, d = bg_mmse(r, tau2, torch.tensor(0.2, dtype=torch.float64), 1.5)
+    (g,) = torch.autograd.grad(xhat.sum(), r)
+    assert torch.allclose(g, d, atol=1e-10)
+    assert torch.equal(soft(torch.tensor([-2.0, 0.5, 3.0]), 1.0), torch.tensor([-1.0, 0.0, 2.0]))
+
+
+def test_analytic_weight_is_feasible_and_optimal(problem):
+    A = problem[0]
+    W = analytic_weight(A)
+    assert torch.allclose((W * A).sum(0), torch.ones(N, dtype=A.dtype), atol=1e-10)
+    obj = (W.T @ A).pow(2).sum()
+    g = torch.Generator().manual_seed(1)
+    for _ in range(5):  # feasible perturbations (orthogonal to each a_i) never do better
+        D = torch.randn(M, N, generator=g, dtype=A.dtype)
+        D = D - A * (D * A).sum(0) / (A * A).sum(0)
+        assert ((W + 0.01 * D).T @ A).pow(2).sum() > obj
+
+
+def test_adaptive_lean_models_and_oampnet_converge(problem):
+    A, y, nv, x = problem
+    for model, target in ((LeanISTA(A, 12, weight="pinv", threshold="adaptive", denoiser="mmse", p=P), -15),
+                          (LeanISTA(A, 12, weight="pinv", threshold="adaptive", denoiser="soft"), -6),
+                          (OAMPNet(A, 12, p=P), -15)):
+        with torch.no_grad():
+            nm = sparse.nmse_db(model(y, nv), x)
+        assert torch.isfinite(nm).all() and nm[-1] < nm[0] - 5 and nm[-1] < target
+
+
+def test_oampnet_handles_ill_conditioned_matrix_where_amp_fails():
+    g = torch.Generator().manual_seed(2)
+    A = sparse.ill_conditioned_matrix(M, N, 100.0, generator=g)
+    (y, nv), x = make_sampler(A, P, 30.0)(200, g)
+    with torch.no_grad():
+        oamp_net = sparse.nmse_db(OAMPNet(A, 12, p=P)(y, nv)[-1], x)
+    amp_res = sparse.nmse_db(sparse.amp(y, A, 12, denoiser="bg", p=P), x)
+    assert oamp_net < -10
+    assert not (amp_res < oamp_net - 1)  # AMP is not better (it typically diverges)
+
+
+def test_contraction_tools(problem):
+    A, y, nv, x = problem
+    lean = LeanISTA(A, 5, lam=0.05)
+    rho = contraction_factors(lean)
+    assert rho.shape == (5,)
+    # M < N: I - A^T A / L has the null space of A, so the global factor is exactly 1
+    assert torch.allclose(rho, torch.ones(5, dtype=A.dtype), atol=1e-8)
+    lista = LISTA(A, 3, 0.05)
+    with torch.no_grad():
+        lista.layers[1].S.mul_(1.5)
+    assert contraction_penalty(lista, rho_max=1.0) > 0.2
+    assert contraction_penalty(lista, 1, rho_max=1.0) < 1e-12
+    assert contraction_penalty(lista, rho_max=2.0) == 0
+    pen = contraction_penalty(lista, rho_max=1.0)
+    pen.backward()
+    assert lista.layers[1].S.grad is not None
+    assert len(layer_operators(LISTA(A, 2, 0.05, coupled=True))) == 2
+    with pytest.raises(TypeError):
+        layer_operators(LAMP(A, 2))
+    with torch.no_grad():
+        ratios = error_contraction(lean(y, nv), x)
+    assert ratios.shape == (5,) and (ratios < 1).all()
+
+
+def test_with_matrix_swaps_physics_but_keeps_learned_scalars(problem):
+    A, y, nv, x = problem
+    g = torch.Generator().manual_seed(5)
+    A2 = sparse.gaussian_matrix(M, N, generator=g)
+    for make in (lambda B: LeanISTA(B, 4, weight="analytic", step=0.7, lam=0.1),
+                 lambda B: LAMP(B, 4), lambda B: OAMPNet(B, 4, p=P)):
+        m1 = make(A)
+        with torch.no_grad():
+            for prm in m1.parameters():
+                prm.mul_(0.9)
+        swapped = with_matrix(m1, A2)
+        ref = make(A2)
+        ref.load_state_dict({k: v for k, v in m1.state_dict().items()
+                             if k not in ("A", "W", "U", "lam")}, strict=False)
+        with torch.no_grad():
+            assert torch.allclose(swapped(y, nv), ref(y, nv), atol=1e-10)
+            assert not torch.allclose(swapped(y, nv), m1(y, nv))
+    with pytest.raises(TypeError):
+        with_matrix(LISTA(A, 2, 0.1), A2)
+    with pytest.raises(ValueError):
+        with_matrix(LAMP(A, 2), A2[:10])
+
+
+def test_validation(problem):
+    A, y, nv, x = problem
+    with pytest.raises(ValueError, match="weight"):
+        LeanISTA(A, 3, weight="bad")
+    with pytest.raises(ValueError, match="mmse"):
+        LeanISTA(A, 3, denoiser="mmse", p=0.1)
+    with pytest.raises(ValueError, match="y"):
+        LeanISTA(A, 3)(y[:, :5], nv)
+    with pytest.raises(ValueError, match="noise_var"):
+        OAMPNet(A, 3, p=P)(y)
+    with pytest.raises(TypeError, match="A"):
+        LAMP(A.numpy(), 3)
+    mlp = MLPRecovery(M, N, hidden=16, depth=1)
+    assert mlp(y, nv).shape == (1, 200, N) and mlp.macs() == M * 16 + 16 * N
+
+
+def test_short_training_improves_lean_ista(problem):
+    A, y, nv, x = problem
+    model = LeanISTA(A, 6, lam=0.05)
+    with torch.no_grad():
+        before = sparse.nmse_db(model(y, nv)[-1], x)
+    train_unrolled(model, make_sampler(A, P, 30.0), nmse_loss, steps_per_layer=15,
+                   finetune_steps=60, batch_size=64, lr=0.02, seed=0, progress=False)
+    with torch.no_grad():
+        after = sparse.nmse_db(model(y, nv)[-1], x)
+    assert after < before - 3
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("train_us", ROOT / "scripts/train_unrolled_sparse.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+STORED = ROOT / "results/unrolled_sparse"
+
+
+@pytest.mark.skipif(not (STORED / "results.json").exists(), reason="no stored results")
+@pytest.mark.parametrize("name", ["tista", "lamp_bg", "lean_ista"])
+def test_stored_weights_reproduce_stored_results(name):
+    mod = _script()
+    res = json.loads((STORED / "results.json").read_text())["models"]
+    if name not in res:
+        pytest.skip(f"{name} not stored")
+    model = mod.load(name, STORED, dtype=torch.float32)
+    y, nv, x = mod.test_set(model.A)
+    with torch.no_grad():
+        nm = sparse.nmse_db(model(y, nv), x).tolist()
+    assert max(abs(a - b) for a, b in zip(nm, res[name]["nmse_db_per_layer"])) < 0.05
