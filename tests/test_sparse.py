@@ -1,0 +1,303 @@
+"""Tests of lib.sparse: denoisers, ISTA/FISTA, AMP, state evolution, VAMP/OAMP, oracle, NMSE."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lib import sparse as sp
+from lib.utils import set_threads
+
+set_threads(1)
+
+M, N, P, SNR_DB = 250, 500, 0.1, 40.0
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """The book's reference problem (Borgerding et al. 2017): M=250, N=500, p=0.1, 40 dB."""
+    g = torch.Generator().manual_seed(0)
+    A = sp.gaussian_matrix(M, N, generator=g)
+    x = sp.bernoulli_gaussian(100, N, P, generator=g)
+    y, nv = sp.measure(A, x, SNR_DB, P, generator=g)
+    return A, x, y, nv
+
+
+def _per_sample_db(h, x):
+    return 10 * torch.log10(((h - x) ** 2).sum(-1) / (x**2).sum(-1))
+
+
+# --------------------------------------------------------------------------- #
+# Generators
+# --------------------------------------------------------------------------- #
+def test_generators_shapes_and_statistics():
+    g = torch.Generator().manual_seed(1)
+    x = sp.bernoulli_gaussian(400, 500, 0.1, generator=g)
+    assert x.shape == (400, 500) and x.dtype == torch.float64
+    assert abs(float((x != 0).double().mean()) - 0.1) < 0.005
+    assert abs(float((x**2).mean()) - 0.1) < 0.01
+    A = sp.gaussian_matrix(250, 500, generator=g)
+    assert abs(float((A**2).sum()) / 500 - 1) < 0.02
+    assert sp.gaussian_matrix(3, 4, batch=2, generator=g).shape == (2, 3, 4)
+
+
+@pytest.mark.parametrize("cond", [1.0, 10.0, 1000.0])
+def test_ill_conditioned_matrix(cond):
+    g = torch.Generator().manual_seed(2)
+    A = sp.ill_conditioned_matrix(50, 80, cond, generator=g)
+    s = torch.linalg.svdvals(A)
+    assert float(s.max() / s.min()) == pytest.approx(cond, rel=1e-8)
+    assert float((A**2).sum()) == pytest.approx(80, rel=1e-10)
+    Ab = sp.ill_conditioned_matrix(20, 30, cond, generator=g, batch=3)
+    assert Ab.shape == (3, 20, 30)
+
+
+def test_haar_is_orthogonal():
+    q = sp.haar_orthogonal(30, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(q.T @ q, torch.eye(30, dtype=q.dtype), atol=1e-12)
+
+
+def test_noise_var_and_measured_snr():
+    g = torch.Generator().manual_seed(4)
+    A = sp.gaussian_matrix(M, N, generator=g)
+    assert sp.noise_var_for_snr(A, P, SNR_DB) == pytest.approx(P * N / M * 1e-4)
+    x = sp.bernoulli_gaussian(200, N, P, generator=g)
+    y, nv = sp.measure(A, x, 10.0, P, generator=g)
+    clean = x @ A.T
+    snr = float((clean**2).sum() / ((y - clean) ** 2).sum())
+    assert 10 * math.log10(snr) == pytest.approx(10.0, abs=0.2)
+
+
+# --------------------------------------------------------------------------- #
+# Denoisers
+# --------------------------------------------------------------------------- #
+floats = st.floats(-10, 10, allow_nan=False)
+
+
+@settings(max_examples=100, deadline=None)
+@given(r=floats, r2=floats, tau=st.floats(0, 5))
+def test_soft_threshold_properties(r, r2, tau):
+    t = torch.tensor([r, r2], dtype=torch.float64)
+    e = sp.soft_threshold(t, tau)
+    # shrinks towards zero, keeps the sign, is odd, zero inside the dead zone
+    assert torch.all(e.abs() <= t.abs() + 1e-15)
+    assert torch.all(e * t >= 0)
+    assert torch.allclose(sp.soft_threshold(-t, tau), -e)
+    assert torch.all(e[t.abs() <= tau] == 0)
+    assert torch.allclose(e[t.abs() > tau].abs(), t[t.abs() > tau].abs() - tau)
+    # non-expansive (it is a proximal map)
+    assert abs(float(e[0] - e[1])) <= abs(r - r2) + 1e-12
+
+
+def test_soft_threshold_is_the_prox_of_l1():
+    r = torch.linspace(-3, 3, 61, dtype=torch.float64)
+    u = torch.linspace(-4, 4, 80001, dtype=torch.float64)
+    tau = 0.7
+    cost = 0.5 * (u[None, :] - r[:, None]) ** 2 + tau * u.abs()[None, :]
+    brute = u[cost.argmin(1)]
+    assert torch.allclose(sp.soft_threshold(r, tau), brute, atol=2e-4)
+
+
+def test_soft_threshold_complex_and_per_sample():
+    r = torch.tensor([3 + 4j, 0.1j], dtype=torch.complex128)
+    e = sp.soft_threshold(r, 1.0)
+    assert torch.allclose(e, torch.tensor([(3 + 4j) * 4 / 5, 0], dtype=torch.complex128))
+    rb = torch.ones(2, 3, dtype=torch.float64)
+    e = sp.soft_threshold(rb, torch.tensor([0.5, 2.0], dtype=torch.float64))
+    assert torch.allclose(e, torch.tensor([[0.5] * 3, [0.0] * 3], dtype=torch.float64))
+    with pytest.raises(ValueError, match="tau"):
+        sp.soft_threshold(rb, -1.0)
+
+
+def test_bg_denoiser_is_posterior_mean_and_derivative():
+    p, tau2, s = 0.1, 0.05, 1.0
+    r = torch.linspace(-2, 2, 41, dtype=torch.float64, requires_grad=True)
+    xhat, d = sp.bg_mmse_denoiser(r, tau2, p, s)
+    # posterior mean by brute-force integration over x (Gaussian slab) plus the spike at 0
+    xs = torch.linspace(-8, 8, 40001, dtype=torch.float64)
+    lik = torch.exp(-0.5 * (r.detach()[:, None] - xs[None, :]) ** 2 / tau2)
+    slab = p * torch.exp(-0.5 * xs**2 / s) / math.sqrt(2 * math.pi * s)
+    spike = (1 - p) * torch.exp(-0.5 * r.detach() ** 2 / tau2)
+    dx = xs[1] - xs[0]
+    num = (lik * slab * xs).sum(1) * dx
+    den = (lik * slab).sum(1) * dx + spike
+    assert torch.allclose(xhat.detach(), num / den, atol=1e-8)
+    (grad,) = torch.autograd.grad(xhat.sum(), r)
+    assert torch.allclose(d.detach(), grad, atol=1e-10)
+    # per-sample tau2
+    rb = torch.stack([r.detach(), r.detach()])
+    xb, _ = sp.bg_mmse_denoiser(rb, torch.tensor([0.05, 0.5], dtype=torch.float64), p)
+    assert torch.allclose(xb[0], xhat.detach())
+    assert torch.allclose(xb[1], sp.bg_mmse_denoiser(r.detach(), 0.5, p)[0])
+
+
+# --------------------------------------------------------------------------- #
+# ISTA / FISTA
+# --------------------------------------------------------------------------- #
+def test_ista_objective_decreases_monotonically(reference):
+    A, x, y, _ = reference
+    lam = 0.003
+    _, hist = sp.ista(y[:10], A, lam, 200, history=True)
+    obj = torch.stack([sp.lasso_objective(y[:10], A, h, lam) for h in hist])  # (iters, batch)
+    assert torch.all(obj[1:] <= obj[:-1] * (1 + 1e-12))
+    # FISTA reaches a lower objective in the same number of iterations
+    xf = sp.fista(y[:10], A, lam, 200)
+    assert torch.all(sp.lasso_objective(y[:10], A, xf, lam) < obj[-1])
+
+
+def test_fista_with_constant_momentum_is_ista(reference):
+    A, _, y, _ = reference
+    a = sp.ista(y[:4], A, 0.01, 30)
+    b = sp.fista(y[:4], A, 0.01, 30, momentum=lambda t: 1.0)
+    assert torch.allclose(a, b, atol=1e-12)
+    assert sp.fista_momentum(1.0) == pytest.approx((1 + math.sqrt(5)) / 2)
+
+
+def test_batched_matrices_match_per_sample_runs():
+    g = torch.Generator().manual_seed(5)
+    Ab = sp.gaussian_matrix(30, 60, batch=3, generator=g)
+    x = sp.bernoulli_gaussian(3, 60, 0.1, generator=g)
+    y, nv = sp.measure(Ab, x, 30.0, 0.1, generator=g)
+    fns = (
+        lambda yy, AA, xx: sp.ista(yy, AA, 0.01, 20),
+        lambda yy, AA, xx: sp.fista(yy, AA, 0.01, 20),
+        lambda yy, AA, xx: sp.amp(yy, AA, 10),
+        lambda yy, AA, xx: sp.vamp(yy, AA, nv, 10, p=0.1),
+        lambda yy, AA, xx: sp.oamp(yy, AA, nv, 10, p=0.1),
+        lambda yy, AA, xx: sp.support_oracle(yy, AA, xx != 0),
+    )
+    for fn in fns:
+        out = fn(y, Ab, x)
+        for i in range(3):
+            one = fn(y[i : i + 1], Ab[i], x[i : i + 1])
+            assert torch.allclose(out[i : i + 1], one, atol=1e-9)
+
+
+# --------------------------------------------------------------------------- #
+# AMP and state evolution
+# --------------------------------------------------------------------------- #
+def test_state_evolution_quadrature_matches_monte_carlo():
+    g = torch.Generator().manual_seed(6)
+    n = 1_000_000
+    X = sp.bernoulli_gaussian(1, n, 0.1, generator=g)[0]
+    for tau2 in (1e-4, 1e-2):
+        R = X + math.sqrt(tau2) * torch.randn(n, generator=g, dtype=torch.float64)
+        mc = float(((sp.soft_threshold(R, 1.2 * math.sqrt(tau2)) - X) ** 2).mean())
+        mc_bg = float(((sp.bg_mmse_denoiser(R, tau2, 0.1)[0] - X) ** 2).mean())
+        eta = sp._np_denoiser("soft", 1.2, 0.1, 1.0)
+        quad, _ = sp._scalar_mse(eta, tau2, 0.1, 1.0, 4001)
+        quad_bg, _ = sp._scalar_mse(sp._np_denoiser("bg", None, 0.1, 1.0), tau2, 0.1, 1.0, 4001)
+        assert quad == pytest.approx(mc, rel=0.02)
+        assert quad_bg == pytest.approx(mc_bg, rel=0.02)
+
+
+def test_amp_tracks_state_evolution_on_reference_problem(reference):
+    """Within 1 dB: the median per-sample NMSE at every iteration, and the batch NMSE
+    (ratio of sums) at the start and at convergence. In the steep middle part the ratio of
+    sums lags behind by about one iteration because it is dominated by the slowest samples."""
+    A, x, y, nv = reference
+    for den, iters in (("soft", 60), ("bg", 20)):
+        _, h = sp.amp(y, A, iters, denoiser=den, alpha=1.14, p=P, history=True)
+        se = 10 * np.log10(sp.state_evolution((M, N), P, nv, iters, denoiser=den, alpha=1.14))
+        median = np.median(_per_sample_db(h, x).numpy(), axis=1)
+        assert np.abs(median - se).max() < 1.0, (den, np.abs(median - se).max())
+        ros = sp.nmse_db(h, x).numpy()
+        assert np.abs(ros - se)[:3].max() < 1.0
+        assert abs(ros[-1] - se[-1]) < 1.0
+
+
+def test_bayes_optimal_amp_reaches_the_oracle(reference):
+    A, x, y, nv = reference
+    x_or = sp.support_oracle(y, A, x != 0)
+    oracle = float(sp.nmse_db(x_or, x))
+    assert -47.0 < oracle < -45.0
+    amp_bg = float(sp.nmse_db(sp.amp(y, A, 15, denoiser="bg", p=P), x))
+    assert oracle < amp_bg < oracle + 1.0
+
+
+def test_calibrated_lasso_matches_amp_fixed_point(reference):
+    A, x, y, nv = reference
+    alpha = 1.14
+    lam = sp.calibrated_lambda((M, N), P, nv, alpha)
+    x_f = sp.fista(y, A, lam, 400)
+    x_a = sp.amp(y, A, 80, alpha=alpha)
+    assert abs(float(sp.nmse_db(x_f, x)) - float(sp.nmse_db(x_a, x))) < 1.0
+
+
+def test_vamp_and_oamp_beat_amp_at_condition_number_100():
+    g = torch.Generator().manual_seed(7)
+    A = sp.ill_conditioned_matrix(M, N, 100.0, generator=g)
+    x = sp.bernoulli_gaussian(20, N, P, generator=g)
+    y, nv = sp.measure(A, x, SNR_DB, P, generator=g)
+    amp_db = float(sp.nmse_db(sp.amp(y, A, 30, denoiser="bg", p=P), x))
+    vamp_db = float(sp.nmse_db(sp.vamp(y, A, nv, 30, p=P), x))
+    oamp_db = float(sp.nmse_db(sp.oamp(y, A, nv, 30, p=P), x))
+    oracle_db = float(sp.nmse_db(sp.support_oracle(y, A, x != 0), x))
+    assert amp_db > 0  # AMP fails
+    assert vamp_db < -35 and oamp_db < -35
+    assert vamp_db > oracle_db - 0.5 and oamp_db > oracle_db - 0.5
+
+
+# --------------------------------------------------------------------------- #
+# Oracle and NMSE
+# --------------------------------------------------------------------------- #
+def test_support_oracle_noiseless_is_exact():
+    g = torch.Generator().manual_seed(8)
+    A = sp.gaussian_matrix(40, 80, generator=g)
+    x = sp.bernoulli_gaussian(6, 80, 0.15, generator=g)
+    x[0] = 0  # an empty support
+    xo = sp.support_oracle(x @ A.T, A, x != 0)
+    assert torch.allclose(xo, x, atol=1e-10)
+
+
+def test_nmse_is_a_ratio_of_sums_with_history_axis():
+    x = torch.tensor([[1.0, 0.0], [0.0, 3.0]], dtype=torch.float64)
+    xh = torch.tensor([[0.0, 0.0], [0.0, 3.0]], dtype=torch.float64)
+    assert float(sp.nmse(xh, x)) == pytest.approx(1 / 10)
+    assert float(sp.nmse_db(xh, x)) == pytest.approx(-10.0)
+    h = torch.stack([xh, x + 1e-3])
+    assert sp.nmse_db(h, x).shape == (2,)
+
+
+# --------------------------------------------------------------------------- #
+# Validation
+# --------------------------------------------------------------------------- #
+def test_bad_inputs_are_rejected(reference):
+    A, x, y, nv = reference
+    with pytest.raises(ValueError, match=r"y must have shape \(batch, 250\)"):
+        sp.ista(y[:, :10], A, 0.1, 5)
+    with pytest.raises(ValueError, match="A must have 2 or 3 dimensions"):
+        sp.amp(y, A[0], 5)
+    with pytest.raises(TypeError, match="A must be a real"):
+        sp.amp(y, A.to(torch.complex128), 5)
+    with pytest.raises(TypeError, match="y must be a real"):
+        sp.fista(y.to(torch.complex128), A, 0.1, 5)
+    with pytest.raises(ValueError, match="same batch size"):
+        sp.amp(y[:3], torch.stack([A, A]), 5)
+    with pytest.raises(ValueError, match="p must be in"):
+        sp.bernoulli_gaussian(2, 5, -0.1)
+    with pytest.raises(ValueError, match="p must be in"):
+        sp.vamp(y, A, nv, 5, p=1.5)
+    with pytest.raises(ValueError, match="noise_var must be > 0"):
+        sp.vamp(y, A, -1.0, 5, p=0.1)
+    with pytest.raises(ValueError, match="x0 must have shape"):
+        sp.ista(y, A, 0.1, 5, x0=torch.zeros(3, N, dtype=torch.float64))
+    with pytest.raises(ValueError, match="iters must be >= 1"):
+        sp.ista(y, A, 0.1, 0)
+    with pytest.raises(ValueError, match="lam must be >= 0"):
+        sp.ista(y, A, -0.1, 5)
+    with pytest.raises(ValueError, match="needs the sparsity p"):
+        sp.amp(y, A, 5, denoiser="bg")
+    with pytest.raises(ValueError, match="xhat must have shape"):
+        sp.nmse_db(x[:, :10], x)
+    with pytest.raises(ValueError, match="cond must be >= 1"):
+        sp.ill_conditioned_matrix(5, 6, 0.5)
+    with pytest.raises(ValueError, match="x_support_mask must have shape"):
+        sp.support_oracle(y, A, (x != 0)[:, :5])
+    with pytest.raises(ValueError, match="underdetermined"):
+        sp.support_oracle(y[:1], A, torch.ones(1, N, dtype=torch.bool))
