@@ -1,0 +1,264 @@
+"""Outage of beamformers designed on imperfect CSI, and classical ways to control it.
+
+A design computed from estimated channels ``H_hat`` is evaluated on the true channels ``H``;
+user ``k`` is *in outage* when its true SINR is below its target (Schynol et al., eq. (10)).
+The nominal outage of the chapter is ``rho = 0.1``.
+
+* :func:`empirical_outage` -- outage indicators and rate of a design on true channels;
+  infeasible designs (or designs above ``max_power``) put all their users in outage.
+* :func:`bisect_margin` -- bisection of a scalar knob (the SINR margin of G-HBF-marg, or a
+  loading factor) until the outage on validation data meets the nominal level.
+* :func:`loaded_min_power` -- diagonal-loading robust digital design: the error energy
+  ``|e_k^H u|^2 <= eps_k`` along any unit-norm beam is charged as interference from every
+  stream, i.e. per-user noise ``sigma^2 + eps_k max(1, 1/gamma_k) P``, solved by a monotone
+  fixed point on the total power ``P`` around :func:`lib.hybrid.digital_min_power`.
+* :func:`robust_sdp_design` -- the conic (S-lemma) worst-case design over the ellipsoid that
+  holds the Gaussian MMSE error with probability ``1 - rho``, in cvxpy, per instance.
+* :func:`single_user_outage` -- closed-form outage of one user with a Gaussian error,
+  used to validate the Monte-Carlo estimate.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from lib.hybrid import HybridResult, digital_min_power, hybrid_sinr
+from lib.utils import check_complex, per_sample
+
+__all__ = [
+    "OutageResult",
+    "empirical_outage",
+    "bisect_margin",
+    "loaded_min_power",
+    "robust_sdp_design",
+    "single_user_outage",
+]
+
+
+class OutageResult(NamedTuple):
+    """``rate`` (float) the fraction of (instance, user) pairs in outage; ``in_outage``
+    ``(batch, users)`` bool; ``sinr`` ``(batch, users)`` true SINRs (0 for infeasible designs);
+    ``power`` ``(batch,)`` allocated (weighted) power, ``max_power`` for infeasible designs."""
+
+    rate: float
+    in_outage: torch.Tensor
+    sinr: torch.Tensor
+    power: torch.Tensor
+
+
+def empirical_outage(H_true, design: HybridResult, sinr_targets, noise_var, *, max_power: float | None = None) -> OutageResult:
+    """Evaluate a design on the true channels.
+
+    A design that is infeasible, or needs more than ``max_power``, transmits nothing useful:
+    all of its users count as in outage and its power counts as ``max_power`` (``inf`` without
+    ``max_power``). A tiny relative tolerance (1e-9) on the SINR absorbs rounding at the target.
+    """
+    check_complex(H_true, "H_true", ndim=3)
+    B, K, _ = H_true.shape
+    rdt = H_true.real.dtype
+    gam = torch.as_tensor(sinr_targets, dtype=rdt).expand(B, K)
+    ok = design.feasible.clone()
+    if max_power is not None:
+        ok = ok & (design.weighted_power <= max_power)
+    p = torch.where(ok[:, None], design.powers, torch.zeros_like(design.powers))
+    s = hybrid_sinr(H_true, design.F_RF, design.V_bb, p, noise_var)
+    s = torch.where(ok[:, None], s, torch.zeros_like(s))
+    out = s < gam * (1 - 1e-9)
+    fill = torch.inf if max_power is None else float(max_power)
+    pw = torch.where(ok, design.weighted_power, torch.full_like(design.weighted_power, fill))
+    return OutageResult(float(out.double().mean()), out, s, pw)
+
+
+def bisect_margin(
+    outage_of: Callable[[float], float], *, nominal: float = 0.1, lo: float = 0.0, hi: float = 10.0, iters: int = 8
+):
+    """Smallest knob value in ``[lo, hi]`` whose outage is ``<= nominal``, by bisection.
+
+    ``outage_of(x)`` returns the validation outage for knob ``x`` (e.g. a margin in dB) and is
+    assumed non-increasing in ``x``. Returns ``(x, trace)`` with ``x`` the upper end of the final
+    bracket (the value that meets the nominal outage) and ``trace`` the list of
+    ``(x, outage)`` evaluated. Raises ``ValueError`` if even ``hi`` misses the nominal outage.
+    """
+    trace = []
+    o_hi = outage_of(hi)
+    trace.append((hi, o_hi))
+    if o_hi > nominal:
+        raise ValueError(f"outage {o_hi:.3f} at hi={hi} exceeds nominal {nominal}; increase hi")
+    o_lo = outage_of(lo)
+    trace.append((lo, o_lo))
+    if o_lo <= nominal:
+        return lo, trace
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        o = outage_of(mid)
+        trace.append((mid, o))
+        if o <= nominal:
+            hi = mid
+        else:
+            lo = mid
+    return hi, trace
+
+
+def loaded_min_power(
+    H_hat,
+    F_RF,
+    sinr_targets,
+    noise_var,
+    loading,
+    *,
+    max_power: float,
+    outer_iters: int = 60,
+    tol: float = 1e-6,
+    **solver_kw,
+) -> HybridResult:
+    """Diagonal-loading robust digital design for a fixed analog matrix (RF weighting).
+
+    With unit-norm radiated beams ``u_j = F v_j / ||F v_j||`` and a CSI error of energy at most
+    ``eps_k`` along any beam, replacing ``h h^H`` by ``hat h hat h^H - eps I`` (wanted signal)
+    and ``hat h hat h^H + eps I`` (interference) and bounding the streams' powers by the total
+    ``P`` gives the sufficient condition
+
+    ``p_k |hat h_k^H u_k|^2 >= gamma_k (sum_{j != k} p_j |hat h_k^H u_j|^2 + sigma^2 + eps_k max(1, 1/gamma_k) P)``,
+
+    a standard problem with per-user noise (rows of ``H_hat`` scaled by ``1/sigma_k``). The
+    least fixed point ``P = P_min(sigma^2 + eps max(1, 1/gamma) P)`` is reached by the
+    monotone iteration from ``P = 0``; samples whose ``P`` exceeds ``max_power`` are infeasible.
+
+    ``loading`` is ``eps`` as a scalar, ``(batch,)`` or ``(batch, users)`` real tensor.
+    """
+    check_complex(H_hat, "H_hat", ndim=3)
+    B, K, _ = H_hat.shape
+    rdt = H_hat.real.dtype
+    gam = torch.as_tensor(sinr_targets, dtype=rdt).expand(B, K)
+    s2 = per_sample(noise_var, "noise_var", B, dtype=rdt)
+    eps = torch.as_tensor(loading, dtype=rdt)
+    if eps.dim() == 1:
+        eps = eps[:, None]
+    eps = eps.expand(B, K)
+    if bool((eps < 0).any()):
+        raise ValueError("loading must be >= 0")
+    coef = eps * torch.clamp(1.0 / gam, min=1.0)
+    P = torch.zeros(B, dtype=rdt)
+    active = torch.ones(B, dtype=torch.bool)
+    feasible = torch.ones(B, dtype=torch.bool)
+    res = None
+    for _ in range(outer_iters):
+        sk2 = s2[:, None] + coef * P[:, None]
+        Hs = H_hat / sk2.sqrt().to(H_hat.dtype)[..., None]
+        r = digital_min_power(Hs, F_RF, gam, 1.0, weighting="rf", **solver_kw)
+        Pn = torch.where(r.feasible, r.weighted_power, torch.full_like(P, torch.inf))
+        res = r if res is None else HybridResult(
+            F_RF,
+            torch.where(active[:, None, None], r.V_bb, res.V_bb),
+            torch.where(active[:, None], r.powers, res.powers),
+            torch.where(active, r.weighted_power, res.weighted_power),
+            torch.where(active, r.feasible, res.feasible),
+        )
+        bad = active & (~r.feasible | (Pn > max_power))
+        feasible = feasible & ~bad
+        conv = active & ~bad & ((Pn - P).abs() <= tol * Pn)
+        P = torch.where(active & ~bad, Pn, P)
+        active = active & ~bad & ~conv
+        if not bool(active.any()):
+            break
+    feasible = feasible & ~active  # not converged -> infeasible
+    p = torch.where(feasible[:, None], res.powers, torch.inf)
+    w = torch.where(feasible, res.weighted_power, torch.inf)
+    return HybridResult(F_RF, res.V_bb, p, w, feasible)
+
+
+def robust_sdp_design(H_hat, F_RF, C_err, sinr_targets, noise_var, outage: float = 0.1):
+    """Conic worst-case robust digital design on a small instance (cvxpy, per sample).
+
+    In the orthonormalised RF space ``Q = F L^{-H}`` the effective channel is ``g_k = Q^H h_k``
+    with Gaussian error covariance ``E_k E_k^H = Q^H C_k Q``. Writing ``h = hat g + E z``, the
+    ball ``||z||^2 <= delta^2`` with ``delta^2`` the ``(1 - outage)`` quantile of
+    ``Gamma(n, 1)`` contains ``z ~ CN(0, I_n)`` with probability ``1 - outage``; requiring the
+    SINR for every error in it gives, by the S-lemma, the LMIs
+
+    ``[[E^H A_k E + lam_k I, E^H A_k g], [g^H A_k E, g^H A_k g - sigma^2 - lam_k delta^2]] >= 0``,
+    ``A_k = W_k / gamma_k - sum_{j != k} W_j``, ``lam_k >= 0``, ``W_k >= 0``,
+
+    minimising ``sum tr W_k`` (semidefinite relaxation; the principal eigenvector of each
+    ``W_k`` is returned). Each user's outage is then at most ``outage``. Returns
+    ``(HybridResult, solve_times, max_rank_ratio)`` where ``solve_times`` are the cvxpy solve
+    times in seconds and ``max_rank_ratio`` the largest second-to-first eigenvalue ratio of
+    the ``W_k`` (0 for an exactly rank-one solution).
+    """
+    import cvxpy as cp
+    from scipy.special import gammaincinv
+
+    check_complex(H_hat, "H_hat", ndim=3)
+    B, K, N = H_hat.shape
+    n = F_RF.shape[-1]
+    s2 = per_sample(noise_var, "noise_var", B)
+    gam = torch.as_tensor(sinr_targets, dtype=torch.float64).expand(B, K)
+    delta2 = float(gammaincinv(n, 1.0 - outage))
+    L = torch.linalg.cholesky(F_RF.mH @ F_RF)
+    Q = torch.linalg.solve_triangular(L, F_RF.mH, upper=False).mH  # F L^{-H}
+    G = (H_hat @ Q).conj().resolve_conj().numpy()  # columns g_k as rows
+    Ce = (Q.mH[:, None] @ C_err @ Q[:, None]).resolve_conj().numpy()
+    T_out = np.zeros((B, n, K), dtype=complex)
+    feas = np.zeros(B, dtype=bool)
+    times, ratios = [], [0.0]
+    for b in range(B):
+        W = [cp.Variable((n, n), hermitian=True) for _ in range(K)]
+        lam = cp.Variable(K, nonneg=True)
+        cons = [Wk >> 0 for Wk in W]
+        for k in range(K):
+            lam_c, U_c = np.linalg.eigh(Ce[b, k])
+            E = U_c * np.sqrt(np.clip(lam_c, 0, None))
+            A = W[k] / float(gam[b, k]) - sum(W[j] for j in range(K) if j != k)
+            g = G[b, k][:, None]
+            top_left = E.conj().T @ A @ E + lam[k] * np.eye(n)
+            top_right = E.conj().T @ A @ g
+            corner = cp.real(g.conj().T @ A @ g) - float(s2[b]) - lam[k] * delta2
+            M = cp.bmat([[top_left, top_right], [top_right.H, corner]])
+            cons.append((M + M.H) / 2 >> 0)
+        prob = cp.Problem(cp.Minimize(cp.real(sum(cp.trace(Wk) for Wk in W))), cons)
+        t0 = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "may be inaccurate": status is checked below
+                prob.solve(solver=cp.CLARABEL)
+        except cp.error.SolverError:
+            pass
+        times.append(time.perf_counter() - t0)
+        if prob.status in ("optimal", "optimal_inaccurate"):
+            feas[b] = True
+            for k in range(K):
+                ev, evec = np.linalg.eigh(W[k].value)
+                T_out[b, :, k] = evec[:, -1] * np.sqrt(max(ev[-1], 0.0))
+                ratios.append(max(ev[-2], 0.0) / max(ev[-1], 1e-300) if n > 1 else 0.0)
+    T = torch.as_tensor(T_out)
+    Vf = torch.linalg.solve_triangular(L.mH, T, upper=True)  # digital weights v = L^{-H} t
+    p = Vf.abs().pow(2).sum(-2)
+    V_bb = Vf / p.sqrt().clamp_min(1e-300).to(Vf.dtype)[:, None, :]
+    f = torch.as_tensor(feas)
+    w = T.abs().pow(2).sum(dim=(-2, -1))
+    res = HybridResult(
+        F_RF, V_bb, torch.where(f[:, None], p, torch.inf), torch.where(f, w, torch.inf), f
+    )
+    return res, times, float(max(ratios))
+
+
+def single_user_outage(gain, err_var, power, sinr_target, noise_var) -> np.ndarray:
+    """Closed-form outage of one user served along its estimated channel (MRT), Gaussian error.
+
+    With ``h = hat h + e``, ``e ~ CN(0, err_var I)`` independent of ``hat h`` and
+    ``u = hat h / ||hat h||``, ``h^H u = ||hat h|| + w`` with ``w ~ CN(0, err_var)``, so
+    ``2 |h^H u|^2 / err_var`` is noncentral chi-square (2 dof, noncentrality
+    ``2 ||hat h||^2 / err_var``) and ``P(power |h^H u|^2 / noise_var < gamma)`` is its CDF.
+    ``gain`` is ``||hat h||^2`` (array-like).
+    """
+    from scipy.stats import ncx2
+
+    gain = np.asarray(gain, dtype=float)
+    x = 2.0 * sinr_target * noise_var / (power * err_var)
+    return ncx2.cdf(x, df=2, nc=2.0 * gain / err_var)

@@ -1,0 +1,96 @@
+"""Tests of lib.outage: empirical outage, margin bisection, robust designs."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lib.arrays import correlated_rayleigh, dft_codebook, upa_covariance
+from lib.csi import mmse_error_covariance, mmse_estimate
+from lib.hybrid import HybridResult, digital_min_power, hybrid_sinr, init_codewords
+from lib.outage import bisect_margin, empirical_outage, loaded_min_power, robust_sdp_design, single_user_outage
+
+
+def test_outage_matches_closed_form_single_user():
+    # one user, N = 4, MRT on the estimate, i.i.d. Gaussian error: Rician closed form
+    g = torch.Generator().manual_seed(3)
+    B, N, ev, P, gam = 40000, 4, 0.3, 1.0, 2.0
+    h_hat = torch.complex(torch.randn(B, N, generator=g, dtype=torch.float64), torch.randn(B, N, generator=g, dtype=torch.float64)) / math.sqrt(2)
+    h_hat = h_hat / h_hat.abs().pow(2).sum(-1, keepdim=True).sqrt()  # ||hat h||^2 = 1 for all
+    e = torch.complex(torch.randn(B, N, generator=g, dtype=torch.float64), torch.randn(B, N, generator=g, dtype=torch.float64)) * math.sqrt(ev / 2)
+    H = (h_hat + e).conj()[:, None, :]
+    F = torch.eye(N, dtype=H.dtype).expand(B, N, N)
+    design = HybridResult(F, h_hat[:, :, None], torch.full((B, 1), P, dtype=torch.float64), torch.full((B,), P, dtype=torch.float64), torch.ones(B, dtype=torch.bool))
+    res = empirical_outage(H, design, gam, 1.0)
+    exact = float(single_user_outage(1.0, ev, P, gam, 1.0))
+    se = math.sqrt(exact * (1 - exact) / B)
+    assert 0.05 < exact < 0.95
+    assert abs(res.rate - exact) < 4 * se
+
+
+def test_perfect_csi_design_has_zero_outage_and_infeasible_counts_as_outage():
+    g = torch.Generator().manual_seed(0)
+    R = upa_covariance(4, 2, torch.rand(6, 2, generator=g, dtype=torch.float64) - 0.5, torch.zeros(6, 2, dtype=torch.float64), 0.17)
+    H = correlated_rayleigh(R, generator=g).conj()
+    C, _, _ = dft_codebook(4, 2)
+    F = C[:, init_codewords(H, C, 3)].permute(1, 0, 2)
+    d = digital_min_power(H, F, 3.0, 1.0)
+    assert bool(d.feasible.all())
+    assert empirical_outage(H, d, 3.0, 1.0).rate == 0.0
+    r = empirical_outage(H, d, 3.0, 1.0, max_power=float(d.weighted_power.min()) * 0.999)
+    assert r.rate > 0 and bool(r.in_outage[d.weighted_power.argmin()].all())
+
+
+def test_bisect_margin_on_known_function():
+    x, trace = bisect_margin(lambda m: math.exp(-m), nominal=0.1, lo=0.0, hi=5.0, iters=20)
+    assert abs(x - math.log(10)) < 1e-4 and len(trace) == 22
+    with pytest.raises(ValueError, match="hi"):
+        bisect_margin(lambda m: 0.5, nominal=0.1)
+
+
+def _mmse_instance(B, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    ah = (torch.rand(B, 2, generator=g, dtype=torch.float64) * 2 - 1) * math.pi / 3
+    R = upa_covariance(4, 2, ah, torch.zeros(B, 2, dtype=torch.float64), math.radians(10))
+    H = correlated_rayleigh(R, generator=g).conj()
+    Hh = mmse_estimate(H, R, 10.0, generator=g)
+    C, _, _ = dft_codebook(4, 2)
+    F = C[:, init_codewords(Hh, C, 3)].permute(1, 0, 2)
+    return H, Hh, R, F
+
+
+def test_loading_trades_power_for_outage():
+    H, Hh, R, F = _mmse_instance(150)
+    gam = 10 ** 0.5
+    naive = digital_min_power(Hh, F, gam, 1.0)
+    eps = torch.diagonal(mmse_error_covariance(R, 10.0), dim1=-2, dim2=-1).real.mean(-1)
+    loaded = loaded_min_power(Hh, F, gam, 1.0, eps, max_power=1e4)
+    ok = naive.feasible & loaded.feasible
+    assert ok.float().mean() > 0.9
+    assert bool((loaded.weighted_power[ok] >= naive.weighted_power[ok]).all())
+    # the loaded design meets the loaded SINR condition on the estimate, hence SINR >= gamma there
+    s_hat = hybrid_sinr(Hh, F, loaded.V_bb, torch.where(ok[:, None], loaded.powers, 0.0), 1.0)
+    assert bool((s_hat[ok] >= gam * (1 - 1e-6)).all())
+    o_naive = empirical_outage(H, naive, gam, 1.0, max_power=1e4).rate
+    o_loaded = empirical_outage(H, loaded, gam, 1.0, max_power=1e4).rate
+    assert o_loaded < o_naive
+
+
+def test_robust_sdp_small_instance():
+    H, Hh, R, F = _mmse_instance(3, seed=2)
+    Ce = mmse_error_covariance(R, 10.0)
+    res, times, ratio = robust_sdp_design(Hh, F, Ce, 2.0, 1.0, outage=0.1)
+    assert len(times) == 3 and bool(res.feasible.any())
+    naive = digital_min_power(Hh, F, 2.0, 1.0)
+    ok = res.feasible & naive.feasible
+    assert bool((res.weighted_power[ok] >= naive.weighted_power[ok] * (1 - 1e-4)).all())
+    assert ratio < 1e-3  # the relaxation is (numerically) rank one here
+
+
+def test_bad_input_rejected():
+    H, Hh, R, F = _mmse_instance(2)
+    with pytest.raises(ValueError, match="loading"):
+        loaded_min_power(Hh, F, 2.0, 1.0, -1.0, max_power=10.0)
+    with pytest.raises(TypeError, match="H_true"):
+        empirical_outage(H.real, digital_min_power(Hh, F, 2.0, 1.0), 2.0, 1.0)
