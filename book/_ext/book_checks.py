@@ -45,6 +45,25 @@ def _check_notebook_errors(app, docname, source):
                 )
 
 
+def _dedupe_scripts(app, pagename, templatename, context, doctree):
+    """Drop repeated ``<script>`` entries (sphinx-thebe 0.3 registers its inline
+    configuration twice, which redeclares a ``const`` and logs a console error)."""
+    files = context.get("script_files")
+    if not files:
+        return
+    seen, unique = set(), []
+    for js in files:
+        key = (
+            getattr(js, "filename", None) or "",
+            repr(sorted(getattr(js, "attributes", {}).items())),
+        )
+        if key not in seen:
+            seen.add(key)
+            unique.append(js)
+    context["script_files"][:] = unique
+
+
 def setup(app):
     app.connect("source-read", _check_notebook_errors)
+    app.connect("html-page-context", _dedupe_scripts, priority=900)
     return {"version": "0.1", "parallel_read_safe": True, "parallel_write_safe": True}
