@@ -14,7 +14,7 @@ export BOOK_TORCH_THREADS ?= 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 export MPLBACKEND := Agg
 
-.PHONY: setup book test lint unit notebooks build-html browser student student-test refresh clean
+.PHONY: setup book test lint unit notebooks build-html browser student student-test student-run refresh clean
 
 ## ---- set-up (idempotent; re-runs only what changed) -------------------------
 setup: $(VENV)/.installed node_modules/.installed book/_static/vendor/.installed chromium
@@ -52,11 +52,13 @@ test: setup
 lint:
 	$(BIN)/ruff check lib tests scripts benchmarks book
 
+# Two workers: the machine has 2 cores and every worker uses one torch thread.
 unit:
-	$(BIN)/pytest tests --ignore=tests/browser --ignore=tests/student -q
+	$(BIN)/pytest tests --ignore=tests/browser --ignore=tests/student -q -n 2
 
 notebooks:
-	$(BIN)/pytest --nbval-lax --sanitize-with tests/nbval_sanitize.cfg $(NOTEBOOKS) -q
+	$(BIN)/pytest --nbval-lax --sanitize-with tests/nbval_sanitize.cfg $(NOTEBOOKS) -q \
+	  -n 2 --dist loadfile
 
 build-html:
 	rm -rf _build/html _build/.doctrees
@@ -67,6 +69,10 @@ student:
 
 student-test: student
 	$(BIN)/pytest tests/student -q
+
+# Also execute every student notebook up to its first stub (doubles notebook time).
+student-run: student
+	BOOK_STUDENT_EXECUTE=1 $(BIN)/pytest tests/student -q
 
 browser:
 	$(BIN)/pytest tests/browser -q

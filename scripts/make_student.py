@@ -57,30 +57,56 @@ def stub_code(source: str, where: str = "") -> tuple[str, int]:
     return "\n".join(out), count
 
 
+def _block_end(lines: list[str], i: int, fence: str) -> int:
+    """Index of the line closing the directive opened at line ``i`` with ``fence``."""
+    j = i + 1
+    while j < len(lines):
+        s = lines[j].strip()
+        if s and set(s) == {fence[0]} and len(s) >= len(fence):
+            return j
+        j += 1
+    return len(lines) - 1
+
+
 def strip_directives(source: str, names: set[str]) -> str:
     """Remove MyST directive blocks (backtick or colon fences) whose name is in ``names``."""
     lines, out, i = source.splitlines(), [], 0
     while i < len(lines):
         m = _FENCE.match(lines[i])
         if m and m.group("name") in names:
-            fence = m.group("fence")
-            j = i + 1
-            while j < len(lines):
-                s = lines[j].strip()
-                if s and set(s) == {fence[0]} and len(s) >= len(fence):
-                    break
-                j += 1
-            i = j + 1
+            i = _block_end(lines, i, m.group("fence")) + 1
             continue
         out.append(lines[i])
         i += 1
     return "\n".join(out).strip("\n")
 
 
-def _has_directive(source: str, name: str) -> bool:
-    return any(
-        (m := _FENCE.match(line)) and m.group("name") == name for line in source.splitlines()
-    )
+def student_markdown(source: str, gated: bool, where: str = "") -> tuple[str, bool]:
+    """Remove written solutions from one markdown cell.
+
+    ``gated`` says whether the cell starts inside a gated solution
+    (``{solution-start}`` ... ``{solution-end}``, which may span cells); the
+    returned flag says whether it ends inside one.
+    """
+    lines, out, i = source.splitlines(), [], 0
+    while i < len(lines):
+        m = _FENCE.match(lines[i])
+        name = m.group("name") if m else None
+        if name in {"solution", "solution-start", "solution-end"}:
+            if name == "solution-start":
+                if gated:
+                    raise ExportError(f"{where}: nested solution-start")
+                gated = True
+            elif name == "solution-end":
+                if not gated:
+                    raise ExportError(f"{where}: solution-end without solution-start")
+                gated = False
+            i = _block_end(lines, i, m.group("fence")) + 1
+            continue
+        if not gated:
+            out.append(lines[i])
+        i += 1
+    return "\n".join(out).strip("\n"), gated
 
 
 def student_notebook(nb: nbformat.NotebookNode, where: str = "") -> tuple[nbformat.NotebookNode, int]:
@@ -89,16 +115,7 @@ def student_notebook(nb: nbformat.NotebookNode, where: str = "") -> tuple[nbform
     for index, cell in enumerate(nb.cells):
         cell = nbformat.from_dict(cell)
         if cell.cell_type == "markdown":
-            src = cell.source
-            starts, ends = _has_directive(src, "solution-start"), _has_directive(src, "solution-end")
-            if gated and not ends:
-                continue  # written solution inside a gated solution
-            if starts and gated:
-                raise ExportError(f"{where} cell {index}: nested solution-start")
-            if ends and not (gated or starts):
-                raise ExportError(f"{where} cell {index}: solution-end without solution-start")
-            src = strip_directives(src, {"solution", "solution-start", "solution-end"})
-            gated = starts and not ends
+            src, gated = student_markdown(cell.source, gated, f"{where} cell {index}")
             if not src.strip():
                 continue
             cell.source = src

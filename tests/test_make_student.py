@@ -69,3 +69,19 @@ def test_unclosed_gated_solution_is_rejected():
     nb = _nb(nbformat.v4.new_markdown_cell("```{solution-start} ex-c\n```"))
     with pytest.raises(ExportError):
         student_notebook(nb)
+
+
+def test_end_and_next_start_in_one_cell():
+    nb = _nb(
+        nbformat.v4.new_markdown_cell("```{solution-start} ex-a\n```"),
+        nbformat.v4.new_code_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION"),
+        nbformat.v4.new_markdown_cell(
+            "```{solution-end}\n```\n\n```{exercise} B\n:label: ex-b\n\nDo B.\n```\n\n"
+            "```{solution-start} ex-b\n```\nHidden hint."
+        ),
+        nbformat.v4.new_code_cell("### BEGIN SOLUTION\ny = 2\n### END SOLUTION"),
+        nbformat.v4.new_markdown_cell("```{solution-end}\n```"),
+    )
+    student, n = student_notebook(nb)
+    text = nbformat.writes(student)
+    assert n == 2 and "Do B." in text and "Hidden hint" not in text
