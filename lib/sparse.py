@@ -506,6 +506,7 @@ def amp(
     alpha: float = DEFAULT_ALPHA,
     p: float | None = None,
     signal_var: float = 1.0,
+    onsager: bool = True,
     history=False,
 ):
     """Approximate message passing (Donoho, Maleki and Montanari 2009).
@@ -519,6 +520,8 @@ def amp(
     ``denoiser="bg"`` the Bernoulli-Gaussian posterior mean (needs ``p``), i.e. Bayes-optimal
     AMP; a callable ``f(r, tau2) -> (xhat, derivative)`` is also accepted (``tau2`` has
     shape ``(batch, 1)``). Valid for i.i.d. Gaussian-like ``A`` with ``||A||_F^2 ~ N``.
+    ``onsager=False`` drops the correction term (for demonstrations only: the iteration
+    then becomes iterative thresholding with AMP's threshold rule and loses its state evolution).
     Returns ``x_hat`` (and the history, see the module doc).
     """
     iters = check_positive_int(iters, "iters")
@@ -534,8 +537,10 @@ def amp(
         r = x + _mtv(A, z)
         x, d = eta(r, tau2)
         hist.add(x)
-        onsager = (n / m) * d.mean(-1, keepdim=True)
-        z = y - _mv(A, x) + onsager * z
+        z_new = y - _mv(A, x)
+        if onsager:
+            z_new = z_new + (n / m) * d.mean(-1, keepdim=True) * z
+        z = z_new
     return hist.result(x)
 
 
