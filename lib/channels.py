@@ -73,7 +73,9 @@ def rayleigh(
 
 
 def exponential_correlation(antennas: int, rho: float, *, dtype=torch.complex128) -> torch.Tensor:
-    """Exponential correlation model of a uniform linear array: :math:`[\\mathbf R]_{ij} = \\rho^{|i-j|}`.
+    """Exponential correlation model of a uniform linear array.
+
+    :math:`[\\mathbf R]_{ij} = \\rho^{|i-j|}`.
 
     A classic one-parameter model (Loyka 2001): ``rho = 0`` gives independent
     antennas, ``rho -> 1`` a rank-one channel. The diagonal is one, so the
@@ -86,14 +88,17 @@ def exponential_correlation(antennas: int, rho: float, *, dtype=torch.complex128
         raise ValueError(f"rho must lie in [0, 1), got {rho}")
     _check_complex_dtype(dtype)
     idx = torch.arange(antennas, dtype=torch.float64)
-    R = torch.pow(torch.tensor(float(rho), dtype=torch.float64), (idx[:, None] - idx[None, :]).abs())
+    dist = (idx[:, None] - idx[None, :]).abs()
+    R = torch.pow(torch.tensor(float(rho), dtype=torch.float64), dist)
     if rho == 0.0:
         R = torch.eye(antennas, dtype=torch.float64)
     return R.to(dtype)
 
 
 def psd_sqrt(R: torch.Tensor, *, atol: float = 1e-10) -> torch.Tensor:
-    """Hermitian square root :math:`\\mathbf R^{1/2}` of a Hermitian PSD matrix (batched, via ``eigh``).
+    """Hermitian square root :math:`\\mathbf R^{1/2}` of a Hermitian PSD matrix.
+
+    Batched over leading dimensions, computed with ``eigh``.
 
     Raises ``ValueError`` if ``R`` is not Hermitian or has a clearly negative eigenvalue.
     """

@@ -69,7 +69,10 @@ def line_style(role: str, index: int = 0) -> dict:
 
 
 def new_figure(ncols: int = 1, *, width: float = 6.4, height: float = 4.0, **kwargs):
-    """Create a figure with ``ncols`` side-by-side axes in the book style; returns ``(fig, axes)``."""
+    """Create a figure with ``ncols`` side-by-side axes in the book style.
+
+    Returns ``(fig, axes)``.
+    """
     if not isinstance(ncols, int) or ncols < 1:
         raise ValueError(f"ncols must be a positive int, got {ncols!r}")
     use_book_style()

@@ -44,7 +44,7 @@ def set_seed(seed: int) -> torch.Generator:
         raise ValueError(f"seed must be >= 0, got {seed}")
     seed = int(seed)
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (legacy global state used by notebooks)
     torch.manual_seed(seed)
     gen = torch.Generator()
     gen.manual_seed(seed)

@@ -109,7 +109,9 @@ def student_markdown(source: str, gated: bool, where: str = "") -> tuple[str, bo
     return "\n".join(out).strip("\n"), gated
 
 
-def student_notebook(nb: nbformat.NotebookNode, where: str = "") -> tuple[nbformat.NotebookNode, int]:
+def student_notebook(
+    nb: nbformat.NotebookNode, where: str = ""
+) -> tuple[nbformat.NotebookNode, int]:
     """Return the student version of a notebook and the number of stubbed solutions."""
     cells, gated, stubs = [], False, 0
     for index, cell in enumerate(nb.cells):

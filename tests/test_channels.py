@@ -48,7 +48,9 @@ def test_psd_sqrt_squares_back_and_rejects():
 
 
 def test_correlated_rayleigh_covariance_per_user():
-    R = torch.stack([channels.exponential_correlation(3, 0.2), channels.exponential_correlation(3, 0.95)])
+    R = torch.stack(
+        [channels.exponential_correlation(3, 0.2), channels.exponential_correlation(3, 0.95)]
+    )
     H = channels.correlated_rayleigh(60000, R, generator=gen(2))
     assert H.shape == (60000, 2, 3)
     for k in range(2):

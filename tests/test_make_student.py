@@ -13,7 +13,10 @@ def _nb(*cells):
 
 
 def test_stub_keeps_indentation_and_surrounding_code():
-    src = "def f(t):\n    ### BEGIN SOLUTION\n    return t + 1\n    ### END SOLUTION\n\nassert f(1) == 2"
+    src = (
+        "def f(t):\n    ### BEGIN SOLUTION\n    return t + 1\n    ### END SOLUTION\n\n"
+        "assert f(1) == 2"
+    )
     out, n = stub_code(src)
     assert n == 1
     assert "return t + 1" not in out

@@ -13,9 +13,9 @@ from lib import utils
 
 def test_set_seed_reproducible():
     g1 = utils.set_seed(3)
-    a = (torch.randn(4), np.random.rand(2), torch.randn(2, generator=g1))
+    a = (torch.randn(4), np.random.rand(2), torch.randn(2, generator=g1))  # noqa: NPY002
     g2 = utils.set_seed(3)
-    b = (torch.randn(4), np.random.rand(2), torch.randn(2, generator=g2))
+    b = (torch.randn(4), np.random.rand(2), torch.randn(2, generator=g2))  # noqa: NPY002
     assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and torch.equal(a[2], b[2])
 
 
@@ -73,7 +73,8 @@ def test_check_tensor_messages():
 
 
 def test_per_sample():
-    assert torch.equal(utils.per_sample(2.0, "power", 3), torch.full((3,), 2.0, dtype=torch.float64))
+    expected = torch.full((3,), 2.0, dtype=torch.float64)
+    assert torch.equal(utils.per_sample(2.0, "power", 3), expected)
     t = utils.per_sample(torch.tensor([1.0, 2.0]), "power", 2)
     assert t.dtype == torch.float64 and t.tolist() == [1.0, 2.0]
     assert utils.per_sample(torch.tensor(3.0), "power", 2).tolist() == [3.0, 3.0]
