@@ -35,7 +35,9 @@ def _book(tmp_path: Path, error: bool) -> Path:
         cell.outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "2"},
                                                execution_count=1)]
     nb.cells = [nbformat.v4.new_markdown_cell("# A chapter"), cell]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3", "display_name": "Python 3", "language": "python"
+    }
     nbformat.write(nb, tmp_path / "nb.ipynb")
     return tmp_path
 
