@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from lib.arrays import correlated_rayleigh, dft_codebook, upa_covariance
+from lib.arrays import channels_from_covariance, dft_codebook, upa_covariance
 from lib.downlink import min_power_duality, min_power_socp
 from lib.hybrid import greedy_codebook_selection, independent_candidates, init_codewords
 from lib.utils import set_threads
@@ -20,7 +20,7 @@ g = torch.Generator().manual_seed(0)
 B, K, NH, NV, NRF, GAM = 32, 4, 8, 4, 5, 10.0
 ah = (torch.rand(B, K, generator=g, dtype=torch.float64) * 2 - 1) * math.pi / 3
 av = (torch.rand(B, K, generator=g, dtype=torch.float64) * 2 - 1) * math.pi / 6
-H = correlated_rayleigh(upa_covariance(NH, NV, ah, av, math.radians(10)), generator=g).conj()
+H = channels_from_covariance(upa_covariance(NH, NV, ah, av, math.radians(10)), generator=g)
 C, _, _ = dft_codebook(NH, NV, (2, 2))
 
 

@@ -21,6 +21,7 @@ import math
 
 import torch
 
+from lib import channels
 from lib.utils import check_complex, check_positive_int, check_tensor
 
 __all__ = [
@@ -29,8 +30,7 @@ __all__ = [
     "local_scattering_covariance",
     "kron_covariance",
     "upa_covariance",
-    "correlated_rayleigh",
-    "psd_sqrt",
+    "channels_from_covariance",
     "dft_codebook",
     "beam_gain",
 ]
@@ -156,33 +156,25 @@ def upa_covariance(
     return kron_covariance(R_h, R_v)
 
 
-def psd_sqrt(R: torch.Tensor) -> torch.Tensor:
-    """Hermitian PSD square root ``R^{1/2}`` by eigendecomposition (negative eigenvalues clipped)."""
+def channels_from_covariance(
+    R: torch.Tensor, *, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """One correlated Rayleigh channel per covariance: ``R (..., users, n, n) -> H (..., users, n)``.
+
+    A thin wrapper over :func:`lib.channels.correlated_rayleigh`, which draws ``batch`` channels
+    from covariances *shared* by the batch. Here every instance has its own user covariances
+    (``R`` of shape ``(batch, users, n, n)``, e.g. from :func:`upa_covariance` with per-instance
+    angles), so all ``batch * users`` covariances are passed as "users" of one draw. The result
+    is the book's downlink matrix ``H`` (row ``k`` is :math:`\\mathbf h_k^{\\mathsf H}`,
+    :math:`\\mathbf h_k = \\mathbf R_k^{1/2} \\mathbf z_k`); for many draws from one fixed
+    covariance call :func:`lib.channels.correlated_rayleigh` directly.
+    """
     check_complex(R, "R")
     if R.dim() < 2 or R.shape[-1] != R.shape[-2]:
-        raise ValueError(f"R must have shape (..., n, n), got {tuple(R.shape)}")
-    lam, U = torch.linalg.eigh(R)
-    s = lam.clamp_min(0).sqrt().to(R.dtype)
-    return (U * s[..., None, :]) @ U.mH
-
-
-def correlated_rayleigh(
-    R: torch.Tensor, n_samples: int | None = None, *, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Draw correlated Rayleigh channel vectors ``h = R^{1/2} z``, ``z ~ CN(0, I)``.
-
-    ``R`` has shape ``(..., n, n)``; the result has shape ``(..., n)`` or, with ``n_samples``,
-    ``(n_samples, ..., n)``. These are *column* vectors ``h``; the downlink channel matrix
-    of the book (rows ``h_k^H``) is ``h.conj()``.
-    """
-    S = psd_sqrt(R)
-    shape = R.shape[:-1] if n_samples is None else (check_positive_int(n_samples, "n_samples"),) + R.shape[:-1]
-    real = torch.float64 if R.dtype == torch.complex128 else torch.float32
-    z = torch.complex(
-        torch.randn(shape, dtype=real, generator=generator),
-        torch.randn(shape, dtype=real, generator=generator),
-    ) / math.sqrt(2.0)
-    return (S @ z[..., None]).squeeze(-1)
+        raise ValueError(f"R must have shape (..., users, n, n), got {tuple(R.shape)}")
+    n = R.shape[-1]
+    H = channels.correlated_rayleigh(1, R.reshape(-1, n, n), generator=generator)
+    return H.reshape(R.shape[:-1])
 
 
 def dft_codebook(n_h: int, n_v: int, oversampling=(1, 1), *, dtype=torch.complex128):

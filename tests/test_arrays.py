@@ -7,13 +7,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lib import channels
 from lib.arrays import (
     beam_gain,
-    correlated_rayleigh,
+    channels_from_covariance,
     dft_codebook,
     kron_covariance,
     local_scattering_covariance,
-    psd_sqrt,
     ula_response,
     upa_covariance,
     upa_steering,
@@ -63,11 +63,23 @@ def test_kron_and_upa_covariance():
 def test_rayleigh_sample_covariance():
     g = torch.Generator().manual_seed(1)
     R = upa_covariance(3, 2, 0.3, -0.2, math.radians(10))
-    h = correlated_rayleigh(R, 40000, generator=g)
+    h = channels.correlated_rayleigh(40000, R, users=1, generator=g)[:, 0, :].conj()  # column h
     S = (h[:, :, None] * h[:, None, :].conj()).mean(0)
     assert (S - R).abs().max() < 0.03
-    Rs = psd_sqrt(R)
+    Rs = channels.psd_sqrt(R)
     assert torch.allclose(Rs @ Rs, R, atol=1e-10)
+
+
+def test_channels_from_covariance_one_draw_per_covariance():
+    g = torch.Generator().manual_seed(2)
+    u = torch.tensor([[0.3, -0.4], [0.0, 0.6]], dtype=torch.float64)  # (instances, users)
+    R = upa_covariance(3, 2, u, torch.zeros_like(u), math.radians(10)).expand(5000, 2, 2, 6, 6)
+    H = channels_from_covariance(R, generator=g)
+    assert H.shape == (5000, 2, 2, 6)
+    S = torch.einsum("bikn,bikm->ikmn", H, H.conj()) / H.shape[0]  # E[h h^H], h = conj(row)
+    assert (S - R[0]).abs().max() < 0.1
+    with pytest.raises(ValueError, match="R"):
+        channels_from_covariance(torch.zeros(2, 3, 4, dtype=torch.complex128))
 
 
 def test_codebook_groups_orthonormal():

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lib.arrays import correlated_rayleigh, dft_codebook, upa_covariance
+from lib.arrays import channels_from_covariance, dft_codebook, upa_covariance
 from lib.downlink import min_power_socp
 from lib.hybrid import (
     digital_min_power,
@@ -25,7 +25,7 @@ def _instance(B=6, K=2, nh=4, nv=2, seed=0):
     ah = (torch.rand(B, K, generator=g, dtype=torch.float64) * 2 - 1) * math.pi / 3
     av = (torch.rand(B, K, generator=g, dtype=torch.float64) * 2 - 1) * math.pi / 6
     R = upa_covariance(nh, nv, ah, av, math.radians(10))
-    return correlated_rayleigh(R, generator=g).conj()
+    return channels_from_covariance(R, generator=g)
 
 
 @pytest.mark.parametrize("weighting", ["rf", "baseband"])

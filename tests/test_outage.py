@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib.arrays import correlated_rayleigh, dft_codebook, upa_covariance
+from lib.arrays import channels_from_covariance, dft_codebook, upa_covariance
 from lib.csi import mmse_error_covariance, mmse_estimate
 from lib.hybrid import HybridResult, digital_min_power, hybrid_sinr, init_codewords
 from lib.outage import bisect_margin, empirical_outage, loaded_min_power, robust_sdp_design, single_user_outage
@@ -32,7 +32,7 @@ def test_outage_matches_closed_form_single_user():
 def test_perfect_csi_design_has_zero_outage_and_infeasible_counts_as_outage():
     g = torch.Generator().manual_seed(0)
     R = upa_covariance(4, 2, torch.rand(6, 2, generator=g, dtype=torch.float64) - 0.5, torch.zeros(6, 2, dtype=torch.float64), 0.17)
-    H = correlated_rayleigh(R, generator=g).conj()
+    H = channels_from_covariance(R, generator=g)
     C, _, _ = dft_codebook(4, 2)
     F = C[:, init_codewords(H, C, 3)].permute(1, 0, 2)
     d = digital_min_power(H, F, 3.0, 1.0)
@@ -53,7 +53,7 @@ def _mmse_instance(B, seed=1):
     g = torch.Generator().manual_seed(seed)
     ah = (torch.rand(B, 2, generator=g, dtype=torch.float64) * 2 - 1) * math.pi / 3
     R = upa_covariance(4, 2, ah, torch.zeros(B, 2, dtype=torch.float64), math.radians(10))
-    H = correlated_rayleigh(R, generator=g).conj()
+    H = channels_from_covariance(R, generator=g)
     Hh = mmse_estimate(H, R, 10.0, generator=g)
     C, _, _ = dft_codebook(4, 2)
     F = C[:, init_codewords(Hh, C, 3)].permute(1, 0, 2)
