@@ -53,8 +53,10 @@ t0 = time.perf_counter()
 for b in range(n_loop):
     greedy_loop(H[b : b + 1], steps)
 t_loop = (time.perf_counter() - t0) / n_loop
-print(f"greedy, {steps} step(s), {C.shape[1]} codewords: batched {t_batched*1e3:.1f} ms/instance, "
-      f"per-instance loop {t_loop*1e3:.1f} ms/instance, speed-up x{t_loop / t_batched:.0f}")
+print(
+    f"greedy, {steps} step(s), {C.shape[1]} codewords: batched {t_batched * 1e3:.1f} ms/instance, "
+    f"per-instance loop {t_loop * 1e3:.1f} ms/instance, speed-up x{t_loop / t_batched:.0f}"
+)
 
 Heff = H @ C[:, init_codewords(H, C, NRF)].permute(1, 0, 2)
 t0 = time.perf_counter()
@@ -65,5 +67,9 @@ t0 = time.perf_counter()
 s = min_power_socp(Heff[:n_socp].resolve_conj(), GAM, 1.0)  # SOCP's .numpy() rejects a conj bit
 t_socp = (time.perf_counter() - t0) / n_socp
 rel = ((d.total_power[:n_socp] - s.total_power) / s.total_power).abs().max()
-print(f"digital sub-problem ({K} users, {NRF} RF chains): duality {t_dual*1e3:.2f} ms/instance (batched), "
-      f"cvxpy SOCP {t_socp*1e3:.1f} ms/instance, ratio x{t_socp / t_dual:.0f}; max rel. power difference {float(rel):.1e}")
+print(
+    f"digital sub-problem ({K} users, {NRF} RF chains): "
+    f"duality {t_dual * 1e3:.2f} ms/instance (batched), "
+    f"cvxpy SOCP {t_socp * 1e3:.1f} ms/instance, ratio x{t_socp / t_dual:.0f}; "
+    f"max rel. power difference {float(rel):.1e}"
+)

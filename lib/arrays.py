@@ -62,7 +62,7 @@ def ula_response(n: int, u) -> torch.Tensor:
 
 
 def upa_steering(n_h: int, n_v: int, u_h, u_v, *, normalize: bool = True) -> torch.Tensor:
-    """UPA steering vector ``a_h(u_h) (x) a_v(u_v)``, shape ``broadcast(u_h, u_v).shape + (n_h*n_v,)``.
+    """UPA steering vector ``a_h(u_h) (x) a_v(u_v)``, shape ``broadcast(u_h, u_v) + (n_h*n_v,)``.
 
     With ``normalize=True`` the vector has unit norm (a codeword); otherwise unit-modulus entries.
     """
@@ -135,7 +135,10 @@ def local_scattering_covariance(
 
 
 def kron_covariance(R_h: torch.Tensor, R_v: torch.Tensor) -> torch.Tensor:
-    """Batched Kronecker product ``R = R_h (x) R_v``: ``(..., n_h, n_h), (..., n_v, n_v) -> (..., N, N)``."""
+    """Batched Kronecker product ``R = R_h (x) R_v``.
+
+    Shapes ``(..., n_h, n_h)`` and ``(..., n_v, n_v)`` give ``(..., N, N)``, ``N = n_h n_v``.
+    """
     check_complex(R_h, "R_h")
     check_complex(R_v, "R_v")
     if R_h.dim() < 2 or R_h.shape[-1] != R_h.shape[-2]:
@@ -150,7 +153,7 @@ def kron_covariance(R_h: torch.Tensor, R_v: torch.Tensor) -> torch.Tensor:
 def upa_covariance(
     n_h: int, n_v: int, angle_h, angle_v, spread, *, pas: str = "gaussian", n_quad: int = 257
 ) -> torch.Tensor:
-    """Kronecker covariance of a UPA: per-axis local scattering (``angle_h``, ``angle_v``), same spread."""
+    """Kronecker covariance of a UPA: per-axis local scattering, one ``spread`` for both axes."""
     R_h = local_scattering_covariance(n_h, angle_h, spread, pas=pas, n_quad=n_quad)
     R_v = local_scattering_covariance(n_v, angle_v, spread, pas=pas, n_quad=n_quad)
     return kron_covariance(R_h, R_v)
@@ -159,7 +162,7 @@ def upa_covariance(
 def channels_from_covariance(
     R: torch.Tensor, *, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """One correlated Rayleigh channel per covariance: ``R (..., users, n, n) -> H (..., users, n)``.
+    """One Rayleigh channel per covariance: ``R (..., users, n, n)`` -> ``H (..., users, n)``.
 
     A thin wrapper over :func:`lib.channels.correlated_rayleigh`, which draws ``batch`` channels
     from covariances *shared* by the batch. Here every instance has its own user covariances
@@ -214,7 +217,7 @@ def dft_codebook(n_h: int, n_v: int, oversampling=(1, 1), *, dtype=torch.complex
 
 
 def beam_gain(codeword: torch.Tensor, n_h: int, n_v: int, u_h, u_v) -> torch.Tensor:
-    """Array gain ``|a(u_h, u_v)^H f|^2`` of a (unit-norm) codeword ``f`` towards directions ``(u_h, u_v)``.
+    """Array gain ``|a(u_h, u_v)^H f|^2`` of a unit-norm codeword ``f`` towards ``(u_h, u_v)``.
 
     ``a`` is the unit-modulus steering vector, so the peak gain of a matched codeword is ``N``.
     """

@@ -82,7 +82,10 @@ def mmse_estimate(H, R, pilot_power, *, generator: torch.Generator | None = None
 
 
 def mmse_error_covariance(R, pilot_power) -> torch.Tensor:
-    """Error covariance ``C = R - R (R + I/rho)^{-1} R`` of the MMSE estimate, ``(batch, users, N, N)``."""
+    """Error covariance ``C = R - R (R + I/rho)^{-1} R`` of the MMSE estimate.
+
+    Shape ``(batch, users, N, N)``, like ``R``.
+    """
     check_complex(R, "R", ndim=4)
     rho = per_sample(pilot_power, "pilot_power", R.shape[0], device=R.device)
     real = torch.float64 if R.dtype == torch.complex128 else torch.float32
@@ -121,7 +124,9 @@ def _amp_levels(amp_bits: int, dtype) -> torch.Tensor:
     return torch.cat([lev, torch.zeros(1, dtype=dtype)])
 
 
-def type2_feedback_bits(n_h: int, n_v: int, oversampling, n_beams: int, amp_bits: int, phase_bits: int) -> int:
+def type2_feedback_bits(
+    n_h: int, n_v: int, oversampling, n_beams: int, amp_bits: int, phase_bits: int
+) -> int:
     """Feedback bits per user of :func:`type2_quantize`.
 
     ``log2(O_h O_v)`` (group) + ``ceil(log2 C(N, L))`` (beam subset) + ``ceil(log2 L)``
@@ -173,7 +178,9 @@ def type2_quantize(
     check_complex(codebook, "codebook", ndim=2)
     N = H.shape[-1]
     if codebook.shape[0] != N:
-        raise ValueError(f"codebook must have shape ({N}, n_codewords), got {tuple(codebook.shape)}")
+        raise ValueError(
+            f"codebook must have shape ({N}, n_codewords), got {tuple(codebook.shape)}"
+        )
     L = check_positive_int(n_beams, "n_beams")
     if L > N:
         raise ValueError(f"n_beams must be <= N = {N}, got {L}")
@@ -181,7 +188,9 @@ def type2_quantize(
     check_positive_int(phase_bits, "phase_bits")
     G = int(groups.max()) + 1
     order = torch.argsort(groups, stable=True)
-    B = codebook[:, order].to(H.dtype).reshape(N, G, N).permute(1, 0, 2)  # (G, N, N): orthonormal bases
+    B = (
+        codebook[:, order].to(H.dtype).reshape(N, G, N).permute(1, 0, 2)
+    )  # (G, N, N): orthonormal bases
     h = H.conj()  # (b, k, N)
     coef = torch.einsum("gnm,bkn->bkgm", B.conj(), h)  # coefficients per group (b, k, G, N)
     mag = coef.abs()
@@ -206,9 +215,13 @@ def type2_quantize(
     gi = g_best[..., None, None].expand(-1, -1, 1, N)
     rec_best = rec.gather(2, gi).squeeze(2)
     ph_best = inner.gather(2, g_best[..., None]).squeeze(-1)
-    rec_best = rec_best * torch.polar(torch.ones_like(ph_best.real), torch.angle(ph_best))[..., None]
+    rec_best = (
+        rec_best * torch.polar(torch.ones_like(ph_best.real), torch.angle(ph_best))[..., None]
+    )
     beams_in_group = top_idx.gather(2, g_best[..., None, None].expand(-1, -1, 1, L)).squeeze(2)
-    beams = order[(g_best[..., None] * N + beams_in_group).reshape(-1)].reshape(beams_in_group.shape)
+    beams = order[(g_best[..., None] * N + beams_in_group).reshape(-1)].reshape(
+        beams_in_group.shape
+    )
     bits = -1
     if n_h is not None and n_v is not None and oversampling is not None:
         bits = type2_feedback_bits(n_h, n_v, oversampling, L, amp_bits, phase_bits)

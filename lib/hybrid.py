@@ -6,7 +6,9 @@ An ``N``-antenna transmitter with ``N_RF`` RF chains serves ``K`` single-antenna
 (linearly independent codewords), the digital weights ``v_k`` have unit norm. The SINR of
 user ``k`` (their eqs. (2)-(3)) is
 
-.. math:: \\mathrm{SINR}_k = \\frac{p_k |h_k^H F v_k|^2}{\\sum_{j\\ne k} p_j |h_k^H F v_j|^2 + \\sigma^2},
+.. math::
+    \\mathrm{SINR}_k = \\frac{p_k |h_k^H F v_k|^2}
+    {\\sum_{j\\ne k} p_j |h_k^H F v_j|^2 + \\sigma^2},
 
 and the allocated power is the weighted sum ``sum_k w_k p_k`` of their eq. (4): ``w_k = 1``
 (baseband power, Hegde et al.) or ``w_k = ||F v_k||^2`` (radiated RF power).
@@ -113,7 +115,10 @@ def power_weights(F_RF, V_bb, weighting: str = "rf") -> torch.Tensor:
 
 
 def _solve_flat(Heff, gam, s2, chol, weighting, solver_kw):
-    """Digital sub-problem for flat batches: ``Heff = H F`` ``(n, K, R)``; returns V_bb, p, weighted, feasible."""
+    """Digital sub-problem for a flat batch ``Heff = H F`` ``(n, K, R)``.
+
+    Returns ``V_bb, p, weighted, feasible``.
+    """
     n, K, Rr = Heff.shape
     if weighting == "rf":
         L, info = chol
@@ -147,14 +152,24 @@ def _targets_bk(sinr_targets, B, K, dtype, device):
     elif g.shape == (K,):
         g = g.expand(B, K)
     elif g.shape != (B, K):
-        raise ValueError(f"sinr_targets must be a scalar or have shape ({K},) or ({B}, {K}), got {tuple(g.shape)}")
+        raise ValueError(
+            f"sinr_targets must be a scalar or have shape ({K},) or ({B}, {K}), "
+            f"got {tuple(g.shape)}"
+        )
     if bool((g <= 0).any()):
         raise ValueError("sinr_targets must be > 0 (linear scale, not dB)")
     return g
 
 
 def digital_min_power(
-    H, F_RF, sinr_targets, noise_var, *, weighting: str = "rf", max_power: float | None = None, **solver_kw
+    H,
+    F_RF,
+    sinr_targets,
+    noise_var,
+    *,
+    weighting: str = "rf",
+    max_power: float | None = None,
+    **solver_kw,
 ) -> HybridResult:
     """Digital sub-problem (12) for a fixed analog matrix, by the virtual uplink (16)-(23).
 
@@ -204,7 +219,9 @@ def _residual_energy(Fsel: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor
     return codebook.abs().pow(2).sum(0) - proj.abs().pow(2).sum(-2)
 
 
-def independent_candidates(F_others: torch.Tensor, codebook: torch.Tensor, *, tol: float = 1e-6) -> torch.Tensor:
+def independent_candidates(
+    F_others: torch.Tensor, codebook: torch.Tensor, *, tol: float = 1e-6
+) -> torch.Tensor:
     """``(batch, C)`` mask of codewords linearly independent of the columns of ``F_others``."""
     return _residual_energy(F_others, codebook) > tol * codebook.abs().pow(2).sum(0)
 
@@ -273,7 +290,9 @@ def greedy_codebook_selection(
 
     def evaluate(idx_):
         F = cb[:, idx_].permute(1, 0, 2)
-        return digital_min_power(H, F, gam, s2, weighting=weighting, max_power=max_power, **solver_kw)
+        return digital_min_power(
+            H, F, gam, s2, weighting=weighting, max_power=max_power, **solver_kw
+        )
 
     cur = evaluate(idx)
     hist = [cur.weighted_power]
@@ -312,9 +331,19 @@ def greedy_codebook_selection(
 
 
 def exhaustive_search(
-    H, codebook, n_rf: int, sinr_targets, noise_var, *, weighting: str = "rf", chunk: int = 16384, **solver_kw
+    H,
+    codebook,
+    n_rf: int,
+    sinr_targets,
+    noise_var,
+    *,
+    weighting: str = "rf",
+    chunk: int = 16384,
+    **solver_kw,
 ) -> HybridResult:
-    """Optimal algorithm: the digital sub-problem for every set of ``n_rf`` codewords (small instances only).
+    """Optimal algorithm: the digital sub-problem for every set of ``n_rf`` codewords.
+
+    For small instances only.
 
     All ``C choose n_rf`` configurations (column order is irrelevant) of all instances are
     solved in batched calls; linearly dependent sets are skipped.
@@ -342,7 +371,9 @@ def exhaustive_search(
         He = (H[:, None] @ Fm[None]).reshape(B * m, K, n_rf)
         chol = None
         if weighting == "rf":
-            chol = torch.linalg.cholesky_ex((Fm.mH @ Fm)[None].expand(B, m, n_rf, n_rf).reshape(B * m, n_rf, n_rf))
+            chol = torch.linalg.cholesky_ex(
+                (Fm.mH @ Fm)[None].expand(B, m, n_rf, n_rf).reshape(B * m, n_rf, n_rf)
+            )
         g = gam[:, None].expand(B, m, K).reshape(B * m, K)
         sf = s2[:, None].expand(B, m).reshape(B * m)
         _, _, w, _ = _solve_flat(He, g, sf, chol, weighting, solver_kw)

@@ -52,7 +52,9 @@ class OutageResult(NamedTuple):
     power: torch.Tensor
 
 
-def empirical_outage(H_true, design: HybridResult, sinr_targets, noise_var, *, max_power: float | None = None) -> OutageResult:
+def empirical_outage(
+    H_true, design: HybridResult, sinr_targets, noise_var, *, max_power: float | None = None
+) -> OutageResult:
     """Evaluate a design on the true channels.
 
     A design that is infeasible, or needs more than ``max_power``, transmits nothing useful:
@@ -76,7 +78,12 @@ def empirical_outage(H_true, design: HybridResult, sinr_targets, noise_var, *, m
 
 
 def bisect_margin(
-    outage_of: Callable[[float], float], *, nominal: float = 0.1, lo: float = 0.0, hi: float = 10.0, iters: int = 8
+    outage_of: Callable[[float], float],
+    *,
+    nominal: float = 0.1,
+    lo: float = 0.0,
+    hi: float = 10.0,
+    iters: int = 8,
 ):
     """Smallest knob value in ``[lo, hi]`` whose outage is ``<= nominal``, by bisection.
 
@@ -124,7 +131,8 @@ def loaded_min_power(
     and ``hat h hat h^H + eps I`` (interference) and bounding the streams' powers by the total
     ``P`` gives the sufficient condition
 
-    ``p_k |hat h_k^H u_k|^2 >= gamma_k (sum_{j != k} p_j |hat h_k^H u_j|^2 + sigma^2 + eps_k max(1, 1/gamma_k) P)``,
+    ``p_k |hat h_k^H u_k|^2 >= gamma_k (sum_{j != k} p_j |hat h_k^H u_j|^2 + sigma_k^2)``
+    with ``sigma_k^2 = sigma^2 + eps_k max(1, 1/gamma_k) P``,
 
     a standard problem with per-user noise (rows of ``H_hat`` scaled by ``1/sigma_k``). The
     least fixed point ``P = P_min(sigma^2 + eps max(1, 1/gamma) P)`` is reached by the
@@ -153,12 +161,16 @@ def loaded_min_power(
         Hs = H_hat / sk2.sqrt().to(H_hat.dtype)[..., None]
         r = digital_min_power(Hs, F_RF, gam, 1.0, weighting="rf", **solver_kw)
         Pn = torch.where(r.feasible, r.weighted_power, torch.full_like(P, torch.inf))
-        res = r if res is None else HybridResult(
-            F_RF,
-            torch.where(active[:, None, None], r.V_bb, res.V_bb),
-            torch.where(active[:, None], r.powers, res.powers),
-            torch.where(active, r.weighted_power, res.weighted_power),
-            torch.where(active, r.feasible, res.feasible),
+        res = (
+            r
+            if res is None
+            else HybridResult(
+                F_RF,
+                torch.where(active[:, None, None], r.V_bb, res.V_bb),
+                torch.where(active[:, None], r.powers, res.powers),
+                torch.where(active, r.weighted_power, res.weighted_power),
+                torch.where(active, r.feasible, res.feasible),
+            )
         )
         bad = active & (~r.feasible | (Pn > max_power))
         feasible = feasible & ~bad
@@ -226,7 +238,9 @@ def robust_sdp_design(H_hat, F_RF, C_err, sinr_targets, noise_var, outage: float
         t0 = time.perf_counter()
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # "may be inaccurate": status is checked below
+                warnings.simplefilter(
+                    "ignore", UserWarning
+                )  # "may be inaccurate": status is checked below
                 prob.solve(solver=cp.CLARABEL)
         except cp.error.SolverError:
             pass

@@ -40,7 +40,9 @@ def test_small_spread_matches_closed_form_approximation():
     n, t, s = 8, 0.4, math.radians(2.0)
     R = local_scattering_covariance(n, t, s, n_quad=401)
     d = torch.arange(n, dtype=torch.float64)
-    approx = torch.polar(torch.exp(-0.5 * (math.pi * d * math.cos(t) * s) ** 2), math.pi * d * math.sin(t))
+    approx = torch.polar(
+        torch.exp(-0.5 * (math.pi * d * math.cos(t) * s) ** 2), math.pi * d * math.sin(t)
+    )
     assert torch.allclose(R[:, 0], approx, atol=5e-3)
 
 
@@ -57,7 +59,10 @@ def test_kron_and_upa_covariance():
     assert R.shape == (2, 12, 12)
     assert torch.allclose(R[1], torch.kron(Rh[1], Rv[1]))
     R2 = upa_covariance(4, 3, torch.tensor([0.1, -0.3]), torch.tensor([0.2, 0.5]), 0.2)
-    assert torch.allclose(torch.diagonal(R2, dim1=-2, dim2=-1).real.sum(-1), torch.full((2,), 12.0, dtype=torch.float64))
+    assert torch.allclose(
+        torch.diagonal(R2, dim1=-2, dim2=-1).real.sum(-1),
+        torch.full((2,), 12.0, dtype=torch.float64),
+    )
 
 
 def test_rayleigh_sample_covariance():

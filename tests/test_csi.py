@@ -29,7 +29,12 @@ def test_mmse_nmse_matches_error_covariance(rho):
     H, R, g = _channels(B=1500)
     Hh = mmse_estimate(H, R, rho, generator=g)
     C = mmse_error_covariance(R, rho)
-    theory = 10 * math.log10(float(torch.diagonal(C, dim1=-2, dim2=-1).real.sum() / torch.diagonal(R, dim1=-2, dim2=-1).real.sum()))
+    theory = 10 * math.log10(
+        float(
+            torch.diagonal(C, dim1=-2, dim2=-1).real.sum()
+            / torch.diagonal(R, dim1=-2, dim2=-1).real.sum()
+        )
+    )
     assert abs(estimation_nmse_db(Hh, H) - theory) < 0.25
 
 
@@ -57,7 +62,10 @@ def test_type2_exact_for_codeword_channel_and_monotone_in_beams():
     assert torch.allclose(fb.H_hat, H, atol=1e-12)
     assert int(fb.beams[0, 0, 0]) == 5
     Hr, _, _ = _channels(B=200)
-    nmse = [estimation_nmse_db(type2_quantize(Hr, C, groups, n_beams=L, phase_bits=4).H_hat, Hr) for L in (1, 2, 4, 8)]
+    nmse = [
+        estimation_nmse_db(type2_quantize(Hr, C, groups, n_beams=L, phase_bits=4).H_hat, Hr)
+        for L in (1, 2, 4, 8)
+    ]
     assert all(a > b for a, b in zip(nmse, nmse[1:]))
 
 

@@ -1,4 +1,4 @@
-"""Tests of lib.hybrid: digital sub-problem through lib.downlink, greedy selection, exhaustive search."""
+"""Tests of lib.hybrid: digital sub-problem via lib.downlink, greedy and exhaustive selection."""
 
 import math
 

@@ -2,26 +2,43 @@
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from lib.arrays import channels_from_covariance, dft_codebook, upa_covariance
 from lib.csi import mmse_error_covariance, mmse_estimate
 from lib.hybrid import HybridResult, digital_min_power, hybrid_sinr, init_codewords
-from lib.outage import bisect_margin, empirical_outage, loaded_min_power, robust_sdp_design, single_user_outage
+from lib.outage import (
+    bisect_margin,
+    empirical_outage,
+    loaded_min_power,
+    robust_sdp_design,
+    single_user_outage,
+)
 
 
 def test_outage_matches_closed_form_single_user():
     # one user, N = 4, MRT on the estimate, i.i.d. Gaussian error: Rician closed form
     g = torch.Generator().manual_seed(3)
     B, N, ev, P, gam = 40000, 4, 0.3, 1.0, 2.0
-    h_hat = torch.complex(torch.randn(B, N, generator=g, dtype=torch.float64), torch.randn(B, N, generator=g, dtype=torch.float64)) / math.sqrt(2)
+    h_hat = torch.complex(
+        torch.randn(B, N, generator=g, dtype=torch.float64),
+        torch.randn(B, N, generator=g, dtype=torch.float64),
+    ) / math.sqrt(2)
     h_hat = h_hat / h_hat.abs().pow(2).sum(-1, keepdim=True).sqrt()  # ||hat h||^2 = 1 for all
-    e = torch.complex(torch.randn(B, N, generator=g, dtype=torch.float64), torch.randn(B, N, generator=g, dtype=torch.float64)) * math.sqrt(ev / 2)
+    e = torch.complex(
+        torch.randn(B, N, generator=g, dtype=torch.float64),
+        torch.randn(B, N, generator=g, dtype=torch.float64),
+    ) * math.sqrt(ev / 2)
     H = (h_hat + e).conj()[:, None, :]
     F = torch.eye(N, dtype=H.dtype).expand(B, N, N)
-    design = HybridResult(F, h_hat[:, :, None], torch.full((B, 1), P, dtype=torch.float64), torch.full((B,), P, dtype=torch.float64), torch.ones(B, dtype=torch.bool))
+    design = HybridResult(
+        F,
+        h_hat[:, :, None],
+        torch.full((B, 1), P, dtype=torch.float64),
+        torch.full((B,), P, dtype=torch.float64),
+        torch.ones(B, dtype=torch.bool),
+    )
     res = empirical_outage(H, design, gam, 1.0)
     exact = float(single_user_outage(1.0, ev, P, gam, 1.0))
     se = math.sqrt(exact * (1 - exact) / B)
@@ -31,7 +48,13 @@ def test_outage_matches_closed_form_single_user():
 
 def test_perfect_csi_design_has_zero_outage_and_infeasible_counts_as_outage():
     g = torch.Generator().manual_seed(0)
-    R = upa_covariance(4, 2, torch.rand(6, 2, generator=g, dtype=torch.float64) - 0.5, torch.zeros(6, 2, dtype=torch.float64), 0.17)
+    R = upa_covariance(
+        4,
+        2,
+        torch.rand(6, 2, generator=g, dtype=torch.float64) - 0.5,
+        torch.zeros(6, 2, dtype=torch.float64),
+        0.17,
+    )
     H = channels_from_covariance(R, generator=g)
     C, _, _ = dft_codebook(4, 2)
     F = C[:, init_codewords(H, C, 3)].permute(1, 0, 2)
@@ -62,7 +85,7 @@ def _mmse_instance(B, seed=1):
 
 def test_loading_trades_power_for_outage():
     H, Hh, R, F = _mmse_instance(150)
-    gam = 10 ** 0.5
+    gam = 10**0.5
     naive = digital_min_power(Hh, F, gam, 1.0)
     eps = torch.diagonal(mmse_error_covariance(R, 10.0), dim1=-2, dim2=-1).real.mean(-1)
     loaded = loaded_min_power(Hh, F, gam, 1.0, eps, max_power=1e4)
