@@ -1,0 +1,247 @@
+"""Tests of lib.unfolded_wmmse: eq. (12), the ReLU projection, Algorithm 1, training, stored results."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lib.downlink import (
+    matched_filter_init,
+    rayleigh_channel,
+    sum_rate,
+    wmmse,
+    wmmse_precoder,
+    wmmse_receivers,
+    wmmse_weights,
+)
+from lib.unfolded_wmmse import (
+    PGDStepSizes,
+    UnfoldedWMMSE,
+    flops_rzf,
+    flops_unfolded_wmmse,
+    flops_wmmse,
+    flops_zf,
+    make_sampler,
+    per_layer_wsr,
+    pgd_gradient,
+    pgd_precoder,
+    project_power_ball,
+    train_progressive,
+    truncated_wmmse_wsr,
+    wsr_loss,
+)
+from lib.unrolling import UnrolledModel, train_unrolled
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+STORED = ROOT / "results" / "unfolded_wmmse" / "step_sizes.json"
+
+
+def _setup(B=6, K=4, M=4, P=10.0, s2=1.0, seed=0, shrink=0.7):
+    g = torch.Generator().manual_seed(seed)
+    H = rayleigh_channel(B, K, M, generator=g)
+    V = matched_filter_init(H, P) * shrink
+    u = wmmse_receivers(H, V, s2)
+    w = wmmse_weights(H, V, u, s2)
+    return H, V, u, w
+
+
+def _f(H, V, u, w, s2, a):
+    """The V sub-problem objective (9a) written out from the MSE (10)."""
+    G = H @ V
+    G2 = G.real**2 + G.imag**2
+    gkk = torch.diagonal(G, dim1=-2, dim2=-1)
+    e = (G2 * (u.abs() ** 2)[:, :, None]).sum(-1) - 2 * (u.conj() * gkk).real + s2 * u.abs() ** 2 + 1
+    return (a * (w * e - torch.log2(w))).sum(-1)
+
+
+@pytest.mark.parametrize("weights", [None, torch.tensor([1.0, 0.5, 2.0, 1.5], dtype=torch.float64)])
+def test_gradient_eq12_matches_autograd(weights):
+    H, V, u, w = _setup()
+    a = torch.ones(4, dtype=torch.float64) if weights is None else weights
+    Vr = V.clone().requires_grad_(True)
+    _f(H, Vr, u, w, 1.0, a).sum().backward()
+    assert torch.allclose(Vr.grad, pgd_gradient(H, V, u, w, weights), atol=1e-12, rtol=0)
+
+
+def _branch_projection(V, P):
+    n = V.abs().square().sum(dim=(-2, -1)).sqrt()
+    out = V.clone()
+    for b in range(V.shape[0]):
+        if n[b] ** 2 > P:
+            out[b] = V[b] / n[b] * math.sqrt(P)
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(scale=st.floats(0.0, 5.0), P=st.floats(0.01, 100.0), seed=st.integers(0, 2**16))
+def test_relu_projection_equals_branch_form(scale, P, seed):
+    g = torch.Generator().manual_seed(seed)
+    V = torch.randn(3, 4, 2, dtype=torch.complex128, generator=g) * scale
+    Z = project_power_ball(V, P)
+    assert torch.allclose(Z, _branch_projection(V, P), atol=1e-12, rtol=1e-12)
+    assert bool((Z.abs().square().sum(dim=(-2, -1)) <= P * (1 + 1e-12)).all())
+    assert torch.allclose(project_power_ball(Z, P), Z, atol=1e-12, rtol=1e-12)  # idempotent
+
+
+def test_pgd_converges_to_closed_form_wmmse_update():
+    """Many small PGD steps solve the convex sub-problem (9), whose solution is eq. (5c)."""
+    H, V, u, w = _setup(B=4, P=10.0)
+    A = (H.mH * (w * u.abs() ** 2).to(H.dtype)[:, None, :]) @ H
+    lmax = torch.linalg.eigvalsh(A)[:, -1].max()
+    steps = torch.full((3000,), float(0.5 / lmax), dtype=torch.float64)  # gamma < 1 / (2 lmax)
+    Vp = pgd_precoder(H, V, u, w, 10.0, steps)
+    Vc = wmmse_precoder(H, u, w, 10.0)
+    a = torch.ones(4, dtype=torch.float64)
+    f_p, f_c = _f(H, Vp, u, w, 1.0, a), _f(H, Vc, u, w, 1.0, a)
+    assert bool((f_p >= f_c - 1e-9).all())  # the closed form is the minimiser
+    assert torch.allclose(f_p, f_c, atol=1e-6, rtol=0)
+    assert torch.allclose(Vp, Vc, atol=1e-3, rtol=0)
+
+
+def test_forward_matches_manual_algorithm_1():
+    H, _, _, _ = _setup(B=5)
+    P, s2 = torch.full((5,), 10.0, dtype=torch.float64), 1.0
+    G = torch.tensor([[0.5, 2.0, 0.3, 0.1], [0.2, 0.4, -0.1, 1.0]], dtype=torch.float64)
+    model = UnfoldedWMMSE.from_step_sizes(G)
+    assert isinstance(model, UnrolledModel) and model.num_layers == 2
+    out = model(H, P, s2)
+    assert out.shape == (2, 5, 4, 4)
+    V = matched_filter_init(H, P)
+    for l in range(2):
+        u = wmmse_receivers(H, V, s2)
+        w = wmmse_weights(H, V, u, s2)
+        for k in range(4):
+            V = project_power_ball(V - G[l, k] * pgd_gradient(H, V, u, w), P)
+        assert torch.allclose(out[l], V, atol=1e-12, rtol=0)
+    assert torch.equal(model.precode(H, P, s2), out[-1])
+    assert bool((out.abs().square().sum(dim=(-2, -1)) <= 10.0 * (1 + 1e-12)).all())
+
+
+def test_step_parameterisations_and_round_trip():
+    m = UnfoldedWMMSE(3, 5, same_step=True)
+    assert sum(p.numel() for p in m.parameters()) == 3
+    assert m.step_sizes().shape == (3, 5)
+    m = UnfoldedWMMSE(2, 4, log_steps=True, init_step=0.5)
+    assert torch.allclose(m.step_sizes(), torch.full((2, 4), 0.5, dtype=torch.float64))
+    G = torch.rand(3, 4, dtype=torch.float64) + 0.1
+    for log in (False, True):
+        m2 = UnfoldedWMMSE.from_step_sizes(G, log_steps=log)
+        assert torch.allclose(m2.step_sizes(), G, atol=1e-14)
+    with pytest.raises(ValueError, match="positive"):
+        PGDStepSizes(4, -1.0, log_steps=True)
+    with pytest.raises(ValueError, match="init"):
+        PGDStepSizes(4, [1.0, 2.0])
+
+
+def test_extend_pgd_warm_start():
+    G = torch.tensor([[0.5, 2.0, 0.3, 0.1], [0.2, 0.4, -0.1, 1.0]], dtype=torch.float64)
+    m = UnfoldedWMMSE.from_step_sizes(G).extend_pgd(2)
+    assert m.pgd_steps == 6
+    assert torch.allclose(m.step_sizes()[:, :4], G)
+    assert torch.allclose(m.step_sizes()[:, 4:], G[:, -1:].expand(2, 2))
+    with pytest.raises(ValueError, match="same_step"):
+        UnfoldedWMMSE(2, 4, same_step=True).extend_pgd()
+
+
+def test_loss_is_minus_sum_over_layers_of_wsr():
+    (H, P, s2), target = make_sampler(4, 4, 10.0)(8, torch.Generator().manual_seed(3))
+    m = UnfoldedWMMSE(3, 4)
+    out = m(H, P, s2)
+    ref = -sum(sum_rate(H, out[l], s2).mean() for l in range(3))
+    assert torch.allclose(wsr_loss(out, target), ref, atol=1e-12)
+    assert torch.allclose(per_layer_wsr(m, H, P, s2).sum(0).mean(), -ref, atol=1e-12)
+
+
+def test_truncated_wmmse_matches_lib_downlink():
+    H, _, _, _ = _setup(B=7)
+    tr = truncated_wmmse_wsr(H, 10.0, 1.0, 3)
+    assert tr.shape == (3, 7)
+    assert torch.allclose(tr[2], sum_rate(H, wmmse(H, 10.0, 1.0, 3), 1.0), atol=1e-12)
+    assert bool((tr[1:] >= tr[:-1] - 1e-9).all())  # WMMSE is monotone
+
+
+def test_training_improves_wsr_and_progressive_extension():
+    sampler = make_sampler(4, 4, 10.0)
+    m = UnfoldedWMMSE(1, 4)
+    H = rayleigh_channel(2000, 4, 4, generator=torch.Generator().manual_seed(11))
+    before = float(per_layer_wsr(m, H, 10.0, 1.0).mean())
+    h = train_unrolled(m, sampler, wsr_loss, finetune_steps=60, lr=3e-2, batch_size=64, progress=False)
+    after = float(per_layer_wsr(m, H, 10.0, 1.0).mean())
+    assert len(h) == 60 and after > before + 0.3
+    seen = []
+    m2, hists = train_progressive(m, 6, sampler, steps_per_stage=5, lr=1e-2, batch_size=32,
+                                  callback=lambda mm: seen.append(mm.pgd_steps))
+    assert m2.pgd_steps == 6 and seen == [5, 6] and len(hists) == 2
+
+
+def test_validation():
+    H, V, u, w = _setup()
+    with pytest.raises(TypeError, match="H"):
+        pgd_gradient(H.real, V, u, w)
+    with pytest.raises(ValueError, match="V"):
+        pgd_gradient(H, V[:, :3], u, w)
+    with pytest.raises(ValueError, match="step_sizes"):
+        pgd_precoder(H, V, u, w, 1.0, torch.zeros(0, dtype=torch.float64))
+    with pytest.raises(ValueError, match="power"):
+        project_power_ball(V, -1.0)
+    with pytest.raises(ValueError, match="layers"):
+        UnfoldedWMMSE(0)
+    with pytest.raises(ValueError, match="gammas"):
+        UnfoldedWMMSE.from_step_sizes(torch.ones(3))
+
+
+def test_flop_counts():
+    # unfolded: linear in L and (affinely) in K; WMMSE: linear in iterations, cubic in M
+    assert flops_unfolded_wmmse(4, 4, 4, 4) == 4 * flops_unfolded_wmmse(4, 4, 1, 4)
+    d1 = flops_unfolded_wmmse(4, 4, 1, 5) - flops_unfolded_wmmse(4, 4, 1, 4)
+    d2 = flops_unfolded_wmmse(4, 4, 1, 9) - flops_unfolded_wmmse(4, 4, 1, 8)
+    assert d1 == d2 > 0
+    assert flops_wmmse(4, 4, 3) == 3 * flops_wmmse(4, 4, 1)
+    big = flops_wmmse(64, 4, 1) / flops_wmmse(32, 4, 1)
+    assert 7 < big <= 8.5  # O(M^3)
+    big_u = flops_unfolded_wmmse(64, 4, 1, 4) / flops_unfolded_wmmse(32, 4, 1, 4)
+    assert 3 < big_u <= 4.5  # O(K M^2)
+    assert flops_unfolded_wmmse(4, 4, 1, 4) < flops_wmmse(4, 4, 1)
+    assert 0 < flops_zf(4, 4) < flops_rzf(4, 4) < flops_wmmse(4, 4, 1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_forward_matches_cpu():
+    H, _, _, _ = _setup(B=3)
+    m = UnfoldedWMMSE(2, 4)
+    out = m(H, 10.0, 1.0)
+    out_c = m.cuda()(H.cuda(), 10.0, 1.0).cpu()
+    assert torch.allclose(out, out_c, atol=1e-10)
+
+
+# ---- the stored sweep -------------------------------------------------------------------- #
+def _stored():
+    if not STORED.exists():
+        pytest.skip("results/unfolded_wmmse/step_sizes.json not present")
+    return json.loads(STORED.read_text())["models"]
+
+
+@pytest.mark.parametrize("name", ["snr10_L1_K4_free", "snr10_L4_K4_free", "snr20_L2_K4_log",
+                                  "snr20_L3_K8_free", "snr5_L1_K4_same-sweep"])
+def test_stored_step_sizes_reproduce_stored_wsr(name):
+    models = _stored()
+    if name not in models:
+        pytest.skip(f"{name} not in the stored sweep")
+    e = models[name]
+    model = UnfoldedWMMSE.from_step_sizes(e["step_sizes"], same_step=e["same_step"])
+    P = 10 ** (e["snr_db"] / 10)
+    # 1) fresh channels (not the stored test set): within 4 combined standard errors
+    H = rayleigh_channel(3000, 4, 4, generator=torch.Generator().manual_seed(424242))
+    r = per_layer_wsr(model, H, P, 1.0)[-1]
+    se = math.hypot(float(r.std()) / math.sqrt(3000), e["test"]["wsr_se"])
+    assert abs(float(r.mean()) - e["test"]["wsr_per_layer"][-1]) < 4 * se
+    # 2) the stored gain over truncated WMMSE keeps its sign on fresh channels when it is clear
+    tr = truncated_wmmse_wsr(H, P, 1.0, e["L"])[-1]
+    d, dse = float((r - tr).mean()), float((r - tr).std()) / math.sqrt(3000)
+    stored_d = e["test"]["diff_vs_trunc"]
+    assert abs(d - stored_d) < 4 * math.hypot(dse, e["test"]["diff_se_paired"])
