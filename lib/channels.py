@@ -52,8 +52,9 @@ def complex_normal(
     for i, s in enumerate(shape):
         check_positive_int(s, f"shape[{i}]")
     real = torch.float64 if dtype == torch.complex128 else torch.float32
-    z = torch.randn(*shape, 2, generator=generator, dtype=real)
-    return torch.view_as_complex(z * (0.5**0.5)).to(dtype)
+    re = torch.randn(*shape, generator=generator, dtype=real)
+    im = torch.randn(*shape, generator=generator, dtype=real)
+    return torch.complex(re, im) * (0.5**0.5)
 
 
 def rayleigh(

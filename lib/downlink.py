@@ -43,6 +43,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from lib.channels import rayleigh
 from lib.utils import check_complex, check_positive_int, check_tensor, per_sample
 
 __all__ = [
@@ -179,16 +180,12 @@ def rayleigh_channel(
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.complex128,
 ) -> torch.Tensor:
-    """I.i.d. Rayleigh channels, every entry CN(0, 1); shape ``(batch, users, antennas)``."""
-    check_positive_int(batch, "batch")
-    check_positive_int(users, "users")
-    check_positive_int(antennas, "antennas")
-    if dtype not in (torch.complex64, torch.complex128):
-        raise TypeError(f"dtype must be torch.complex64 or torch.complex128, got {dtype}")
-    rdt = torch.float64 if dtype == torch.complex128 else torch.float32
-    re = torch.randn(batch, users, antennas, generator=generator, dtype=rdt)
-    im = torch.randn(batch, users, antennas, generator=generator, dtype=rdt)
-    return torch.complex(re, im) / math.sqrt(2.0)
+    """I.i.d. Rayleigh channels, every entry CN(0, 1); shape ``(batch, users, antennas)``.
+
+    The same draw as :func:`lib.channels.rayleigh` (this name is kept for the
+    beamforming chapters, which import everything from this module).
+    """
+    return rayleigh(batch, users, antennas, generator=generator, dtype=dtype)
 
 
 # --------------------------------------------------------------------------- #

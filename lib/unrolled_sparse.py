@@ -131,8 +131,15 @@ class LISTA(UnrolledModel):
     layer (still a full matrix per layer; used at paper scale because it is 3x cheaper).
     """
 
-    def __init__(self, A: torch.Tensor, T: int, lam: float, *, step: float | None = None,
-                 coupled: bool = False):
+    def __init__(
+        self,
+        A: torch.Tensor,
+        T: int,
+        lam: float,
+        *,
+        step: float | None = None,
+        coupled: bool = False,
+    ):
         check_real(A, "A", ndim=2)
         T = check_positive_int(T, "T")
         if step is None:
@@ -188,8 +195,19 @@ class LeanISTA(UnrolledModel):
     p : prior sparsity for the MMSE denoiser.
     """
 
-    def __init__(self, A, T, *, weight="transpose", threshold="learned", denoiser="soft",
-                 step=None, lam=0.1, beta=1.0, p=None):
+    def __init__(
+        self,
+        A,
+        T,
+        *,
+        weight="transpose",
+        threshold="learned",
+        denoiser="soft",
+        step=None,
+        lam=0.1,
+        beta=1.0,
+        p=None,
+    ):
         check_real(A, "A", ndim=2)
         T = check_positive_int(T, "T")
         if weight not in ("transpose", "analytic", "pinv"):
@@ -231,8 +249,9 @@ class LeanISTA(UnrolledModel):
         if self.threshold == "adaptive":
             if noise_var is None:
                 raise ValueError("threshold='adaptive' needs noise_var (scalar or (batch,))")
-            noise_var = per_sample(noise_var, "noise_var", y.shape[0], dtype=y.dtype,
-                                   device=y.device)
+            noise_var = per_sample(
+                noise_var, "noise_var", y.shape[0], dtype=y.dtype, device=y.device
+            )
         return (x, noise_var)
 
     def layer_forward(self, layer, state, t, y, noise_var=None):
@@ -313,8 +332,12 @@ class LAMP(UnrolledModel):
             x_new = soft(r, theta)
             deriv = (r.abs() > theta).to(r.dtype)
         else:
-            x_new, deriv = bg_mmse(r, torch.exp(layer.log_scale) * sigma2,
-                                   torch.sigmoid(layer.logit_p), torch.exp(layer.log_var))
+            x_new, deriv = bg_mmse(
+                r,
+                torch.exp(layer.log_scale) * sigma2,
+                torch.sigmoid(layer.logit_p),
+                torch.exp(layer.log_var),
+            )
         b_new = (N / M) * deriv.mean(1, keepdim=True)
         return (x_new, z, b_new)
 
@@ -431,7 +454,9 @@ class MLPRecovery(UnrolledModel):
 
     def macs(self) -> int:
         """Multiply-accumulates per sample (inference cost)."""
-        return sum(m.in_features * m.out_features for m in self.modules() if isinstance(m, nn.Linear))
+        return sum(
+            m.in_features * m.out_features for m in self.modules() if isinstance(m, nn.Linear)
+        )
 
 
 # --------------------------------------------------------------------------- #
@@ -478,8 +503,10 @@ def layer_operators(model: UnrolledModel) -> list[torch.Tensor]:
         eye = torch.eye(N, dtype=model.A.dtype, device=model.A.device)
         G = model.W.T @ model.A
         return [eye - layer.step * G for layer in model.layers]
-    raise TypeError(f"layer_operators is defined for LISTA and LeanISTA(threshold='learned'), "
-                    f"got {type(model).__name__}")
+    raise TypeError(
+        f"layer_operators is defined for LISTA and LeanISTA(threshold='learned'), "
+        f"got {type(model).__name__}"
+    )
 
 
 def contraction_factors(model: UnrolledModel) -> torch.Tensor:
@@ -526,8 +553,14 @@ def nmse_loss(outputs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return ((outputs[-1] - x) ** 2).sum() / (x**2).sum().clamp_min(_EPS)
 
 
-def make_sampler(A: torch.Tensor, p: float, snr_db: float, *, amplitude: float = 1.0,
-                 noise_var: float | None = None):
+def make_sampler(
+    A: torch.Tensor,
+    p: float,
+    snr_db: float,
+    *,
+    amplitude: float = 1.0,
+    noise_var: float | None = None,
+):
     """Sampler ``(batch, generator) -> ((y, noise_var), x)`` for the sparse-recovery problem.
 
     ``x = lib.sparse.bernoulli_gaussian(batch, N, p, signal_var=amplitude**2)`` and
@@ -546,7 +579,9 @@ def make_sampler(A: torch.Tensor, p: float, snr_db: float, *, amplitude: float =
     nv_t = torch.tensor(nv, dtype=A.dtype)
 
     def sampler(batch, generator):
-        x = sparse.bernoulli_gaussian(batch, N, p, generator=generator, dtype=A.dtype, signal_var=s2)
+        x = sparse.bernoulli_gaussian(
+            batch, N, p, generator=generator, dtype=A.dtype, signal_var=s2
+        )
         w = torch.randn(batch, M, generator=generator, dtype=A.dtype) * math.sqrt(nv)
         return (x @ A.T + w, nv_t), x
 

@@ -97,7 +97,9 @@ class UnrolledModel(nn.Module):
             return self.num_layers
         n_layers = check_positive_int(n_layers, "n_layers")
         if n_layers > self.num_layers:
-            raise ValueError(f"n_layers must be <= {self.num_layers} (the model's depth), got {n_layers}")
+            raise ValueError(
+                f"n_layers must be <= {self.num_layers} (the model's depth), got {n_layers}"
+            )
         return n_layers
 
     def forward(self, *inputs, n_layers: int | None = None) -> torch.Tensor:
@@ -259,13 +261,18 @@ def train_unrolled(
     if not isinstance(model, UnrolledModel):
         raise TypeError(f"model must be an UnrolledModel, got {type(model).__name__}")
     if not callable(sampler):
-        raise TypeError("sampler must be callable: sampler(batch_size, generator) -> (inputs, target)")
+        raise TypeError(
+            "sampler must be callable: sampler(batch_size, generator) -> (inputs, target)"
+        )
     if not callable(loss_fn):
         raise TypeError("loss_fn must be callable: loss_fn(outputs, target) -> scalar")
     if penalty is not None and not callable(penalty):
         raise TypeError("penalty must be callable: penalty(model, n_layers) -> scalar")
-    for name, v in (("steps_per_layer", steps_per_layer), ("refine_steps", refine_steps),
-                    ("finetune_steps", finetune_steps)):
+    for name, v in (
+        ("steps_per_layer", steps_per_layer),
+        ("refine_steps", refine_steps),
+        ("finetune_steps", finetune_steps),
+    ):
         check_positive_int(v, name, minimum=0)
     check_positive_int(batch_size, "batch_size")
     for name, v in (("lr", lr), ("refine_lr", refine_lr), ("finetune_lr", finetune_lr)):
@@ -321,7 +328,9 @@ def train_unrolled(
                 inputs, target = to_device(sampler(batch_size, gen), dev)
                 out = _call(model, inputs, depth)
                 loss = loss_fn(out, target)
-                pen = penalty(model, depth) if (penalty is not None and penalty_weight > 0) else None
+                pen = (
+                    penalty(model, depth) if (penalty is not None and penalty_weight > 0) else None
+                )
                 total_loss = loss if pen is None else loss + penalty_weight * pen
                 if not torch.isfinite(total_loss):
                     raise FloatingPointError(

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from lib import sparse
-from lib.unrolled_sparse import LAMP, LISTA, LeanISTA, MLPRecovery, OAMPNet, make_sampler, nmse_loss
+from lib.unrolled_sparse import LAMP, LISTA, LeanISTA, MLPRecovery, make_sampler, nmse_loss
 from lib.unrolling import count_parameters, train_unrolled
 from lib.utils import set_threads
 
@@ -70,7 +70,9 @@ def test_set(A, n=2000, seed=1234):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default="results/unrolled_sparse")
     ap.add_argument("--models", nargs="*", default=MODELS)
@@ -96,10 +98,19 @@ def main(argv=None):
     y, nv, x = test_set(A)
     res_path = out / "results.json"
     results = json.loads(res_path.read_text()) if res_path.exists() else {"models": {}}
-    results["command"] = "python scripts/train_unrolled_sparse.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    results["problem"] = {"M": M, "N": N, "p": P, "snr_db": SNR_DB, "T": T, "lam": LAM,
-                          "matrix": "gaussian_matrix(250, 500), torch.Generator seed 0",
-                          "test_set": "make_sampler(A, 0.1, 40)(2000, Generator seed 1234), float32"}
+    results["command"] = "python scripts/train_unrolled_sparse.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    results["problem"] = {
+        "M": M,
+        "N": N,
+        "p": P,
+        "snr_db": SNR_DB,
+        "T": T,
+        "lam": LAM,
+        "matrix": "gaussian_matrix(250, 500), torch.Generator seed 0",
+        "test_set": "make_sampler(A, 0.1, 40)(2000, Generator seed 1234), float32",
+    }
     sc = args.scale
     for name in args.models:
         torch.manual_seed(args.seed)
@@ -109,15 +120,32 @@ def main(argv=None):
             kw = dict(finetune_steps=int(args.mlp_steps * sc), lr=1e-3)
         else:
             lr = args.lista_lr if name == "lista_cp" else args.lr
-            kw = dict(steps_per_layer=int(args.steps_per_layer * sc), refine_steps=int(args.refine_steps * sc),
-                      finetune_steps=int(args.finetune_steps * sc), lr=lr, finetune_lr=lr / 3)
-        hist = train_unrolled(model, sampler, nmse_loss, batch_size=args.batch, seed=args.seed,
-                              device=args.device, progress=sys.stderr.isatty(), **kw)
+            kw = dict(
+                steps_per_layer=int(args.steps_per_layer * sc),
+                refine_steps=int(args.refine_steps * sc),
+                finetune_steps=int(args.finetune_steps * sc),
+                lr=lr,
+                finetune_lr=lr / 3,
+            )
+        hist = train_unrolled(
+            model,
+            sampler,
+            nmse_loss,
+            batch_size=args.batch,
+            seed=args.seed,
+            device=args.device,
+            progress=sys.stderr.isatty(),
+            **kw,
+        )
         secs = time.time() - t0
         model.cpu()
         with torch.no_grad():
             per_layer = sparse.nmse_db(model(y, nv), x).tolist()
-        sd = {k: v.to(torch.float32) for k, v in model.state_dict().items() if k not in ("A", "W", "U", "lam")}
+        sd = {
+            k: v.to(torch.float32)
+            for k, v in model.state_dict().items()
+            if k not in ("A", "W", "U", "lam")
+        }
         torch.save(sd, out / f"{name}.pt")
         results["models"][name] = {
             "nmse_db_per_layer": [round(v, 3) for v in per_layer],
@@ -127,8 +155,11 @@ def main(argv=None):
             "loss_curve_every_10": [round(v, 6) for v in hist.loss[::10]],
             "train_kwargs": kw,
         }
-        print(f"{name:12s} params={count_parameters(model):8d} NMSE(T)={per_layer[-1]:7.2f} dB "
-              f"time={secs:6.1f}s", flush=True)
+        print(
+            f"{name:12s} params={count_parameters(model):8d} NMSE(T)={per_layer[-1]:7.2f} dB "
+            f"time={secs:6.1f}s",
+            flush=True,
+        )
         res_path.write_text(json.dumps(results, indent=1))
 
 

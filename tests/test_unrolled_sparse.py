@@ -91,9 +91,11 @@ def test_analytic_weight_is_feasible_and_optimal(problem):
 
 def test_adaptive_lean_models_and_oampnet_converge(problem):
     A, y, nv, x = problem
-    for model, target in ((LeanISTA(A, 12, weight="pinv", threshold="adaptive", denoiser="mmse", p=P), -15),
-                          (LeanISTA(A, 12, weight="pinv", threshold="adaptive", denoiser="soft"), -6),
-                          (OAMPNet(A, 12, p=P), -15)):
+    for model, target in (
+        (LeanISTA(A, 12, weight="pinv", threshold="adaptive", denoiser="mmse", p=P), -15),
+        (LeanISTA(A, 12, weight="pinv", threshold="adaptive", denoiser="soft"), -6),
+        (OAMPNet(A, 12, p=P), -15),
+    ):
         with torch.no_grad():
             nm = sparse.nmse_db(model(y, nv), x)
         assert torch.isfinite(nm).all() and nm[-1] < nm[0] - 5 and nm[-1] < target
@@ -138,16 +140,21 @@ def test_with_matrix_swaps_physics_but_keeps_learned_scalars(problem):
     A, y, nv, x = problem
     g = torch.Generator().manual_seed(5)
     A2 = sparse.gaussian_matrix(M, N, generator=g)
-    for make in (lambda B: LeanISTA(B, 4, weight="analytic", step=0.7, lam=0.1),
-                 lambda B: LAMP(B, 4), lambda B: OAMPNet(B, 4, p=P)):
+    for make in (
+        lambda B: LeanISTA(B, 4, weight="analytic", step=0.7, lam=0.1),
+        lambda B: LAMP(B, 4),
+        lambda B: OAMPNet(B, 4, p=P),
+    ):
         m1 = make(A)
         with torch.no_grad():
             for prm in m1.parameters():
                 prm.mul_(0.9)
         swapped = with_matrix(m1, A2)
         ref = make(A2)
-        ref.load_state_dict({k: v for k, v in m1.state_dict().items()
-                             if k not in ("A", "W", "U", "lam")}, strict=False)
+        ref.load_state_dict(
+            {k: v for k, v in m1.state_dict().items() if k not in ("A", "W", "U", "lam")},
+            strict=False,
+        )
         with torch.no_grad():
             assert torch.allclose(swapped(y, nv), ref(y, nv), atol=1e-10)
             assert not torch.allclose(swapped(y, nv), m1(y, nv))
@@ -178,15 +185,26 @@ def test_short_training_improves_lean_ista(problem):
     model = LeanISTA(A, 6, lam=0.05)
     with torch.no_grad():
         before = sparse.nmse_db(model(y, nv)[-1], x)
-    train_unrolled(model, make_sampler(A, P, 30.0), nmse_loss, steps_per_layer=15,
-                   finetune_steps=60, batch_size=64, lr=0.02, seed=0, progress=False)
+    train_unrolled(
+        model,
+        make_sampler(A, P, 30.0),
+        nmse_loss,
+        steps_per_layer=15,
+        finetune_steps=60,
+        batch_size=64,
+        lr=0.02,
+        seed=0,
+        progress=False,
+    )
     with torch.no_grad():
         after = sparse.nmse_db(model(y, nv)[-1], x)
     assert after < before - 3
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("train_us", ROOT / "scripts/train_unrolled_sparse.py")
+    spec = importlib.util.spec_from_file_location(
+        "train_us", ROOT / "scripts/train_unrolled_sparse.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
