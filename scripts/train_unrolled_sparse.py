@@ -8,6 +8,9 @@ Writes to ``--out`` (default ``results/unrolled_sparse``):
 * ``results.json``   per-layer test NMSE (dB) of each model, the parameter counts, training
                      times, and the exact command line that produced the files.
 
+The problem constants, the model registry (``build``), the test set and ``load`` live in
+``lib.pretrained_sparse``, which the chapters and the tests import.
+
 Usage (CPU, about 15-25 minutes on one thread)::
 
     nice python scripts/train_unrolled_sparse.py
@@ -25,48 +28,21 @@ from pathlib import Path
 import torch
 
 from lib import sparse
-from lib.unrolled_sparse import LAMP, LISTA, LeanISTA, MLPRecovery, make_sampler, nmse_loss
+from lib.pretrained_sparse import (
+    LAM,
+    MODELS,
+    SNR_DB,
+    M,
+    N,
+    P,
+    T,
+    build,
+    generate_reference_matrix,
+    test_set,
+)
+from lib.unrolled_sparse import make_sampler, nmse_loss
 from lib.unrolling import count_parameters, train_unrolled
 from lib.utils import set_threads
-
-M, N, P, SNR_DB, T = 250, 500, 0.1, 40.0, 16
-LAM = 0.01  # LASSO weight of the ISTA initialisation (theta_0 = lam / L)
-
-
-def reference_matrix(dtype=torch.float64) -> torch.Tensor:
-    """The chapter's fixed sensing matrix: ``gaussian_matrix(250, 500)`` with seed 0."""
-    g = torch.Generator().manual_seed(0)
-    return sparse.gaussian_matrix(M, N, generator=g, dtype=dtype)
-
-
-def build(name: str, A: torch.Tensor):
-    """Untrained model ``name`` at its classical initialisation."""
-    if name == "lean_ista":
-        return LeanISTA(A, T, weight="transpose", lam=LAM)
-    if name == "alista":
-        return LeanISTA(A, T, weight="analytic", step=0.5, lam=0.04)
-    if name == "tista":
-        return LeanISTA(A, T, weight="pinv", threshold="adaptive", denoiser="mmse", p=P)
-    if name == "tista_soft":
-        return LeanISTA(A, T, weight="pinv", threshold="adaptive", denoiser="soft", beta=1.1)
-    if name == "lamp_soft":
-        return LAMP(A, T, denoiser="soft", alpha=sparse.DEFAULT_ALPHA)
-    if name == "lamp_bg":
-        return LAMP(A, T, denoiser="bg", p=P)
-    if name == "lista_cp":
-        return LISTA(A, T, LAM, coupled=True)
-    if name == "mlp":
-        return MLPRecovery(M, N, hidden=512, depth=2, dtype=A.dtype)
-    raise ValueError(name)
-
-
-MODELS = ["lean_ista", "alista", "tista", "tista_soft", "lamp_soft", "lamp_bg", "lista_cp", "mlp"]
-
-
-def test_set(A, n=2000, seed=1234):
-    g = torch.Generator().manual_seed(seed)
-    (y, nv), x = make_sampler(A, P, SNR_DB)(n, g)
-    return y, nv, x
 
 
 def main(argv=None):
@@ -91,7 +67,7 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dtype = torch.float32
-    A64 = reference_matrix()
+    A64 = generate_reference_matrix()
     torch.save({"A": A64}, out / "A.pt")
     A = A64.to(dtype)
     sampler = make_sampler(A, P, SNR_DB)
@@ -161,16 +137,6 @@ def main(argv=None):
             flush=True,
         )
         res_path.write_text(json.dumps(results, indent=1))
-
-
-def load(name: str, path: str | Path = "results/unrolled_sparse", dtype=torch.float64):
-    """Rebuild model ``name`` on the reference matrix and load its stored weights."""
-    path = Path(path)
-    A = torch.load(path / "A.pt", weights_only=True)["A"].to(dtype)
-    model = build(name, A)
-    sd = torch.load(path / f"{name}.pt", weights_only=True)
-    model.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=False)
-    return model
 
 
 if __name__ == "__main__":

@@ -1,14 +1,10 @@
 """Tests of lib.unrolled_sparse: initialisation theorem, denoisers, ALISTA weight, contraction,
 matrix swapping, a short training run, and a re-evaluation of the stored paper-scale weights."""
 
-import importlib.util
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
-from lib import sparse
+from lib import pretrained_sparse, sparse
 from lib.unrolled_sparse import (
     LAMP,
     LISTA,
@@ -29,7 +25,6 @@ from lib.unrolled_sparse import (
 from lib.unrolling import count_parameters, train_unrolled
 
 torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parents[1]
 M, N, P = 40, 80, 0.1
 
 
@@ -201,27 +196,35 @@ def test_short_training_improves_lean_ista(problem):
     assert after < before - 3
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location(
-        "train_us", ROOT / "scripts/train_unrolled_sparse.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-STORED = ROOT / "results/unrolled_sparse"
+STORED = pretrained_sparse.RESULTS_DIR
 
 
 @pytest.mark.skipif(not (STORED / "results.json").exists(), reason="no stored results")
 @pytest.mark.parametrize("name", ["tista", "lamp_bg", "lean_ista"])
 def test_stored_weights_reproduce_stored_results(name):
-    mod = _script()
-    res = json.loads((STORED / "results.json").read_text())["models"]
+    res = pretrained_sparse.stored_results()["models"]
     if name not in res:
         pytest.skip(f"{name} not stored")
-    model = mod.load(name, STORED, dtype=torch.float32)
-    y, nv, x = mod.test_set(model.A)
+    model = pretrained_sparse.load(name, dtype=torch.float32)
+    y, nv, x = pretrained_sparse.test_set(model.A)
     with torch.no_grad():
         nm = sparse.nmse_db(model(y, nv), x).tolist()
     assert max(abs(a - b) for a, b in zip(nm, res[name]["nmse_db_per_layer"])) < 0.05
+
+
+@pytest.mark.skipif(not (STORED / "A.pt").exists(), reason="no stored results")
+def test_stored_reference_matrix_is_the_generated_one():
+    A = pretrained_sparse.reference_matrix()
+    assert A.shape == (pretrained_sparse.M, pretrained_sparse.N) and A.dtype == torch.float64
+    assert torch.equal(A, pretrained_sparse.generate_reference_matrix())
+
+
+def test_registry_builds_every_model_and_reports_missing_files(tmp_path):
+    A = sparse.gaussian_matrix(M, N, generator=torch.Generator().manual_seed(0))
+    for name in pretrained_sparse.MODELS:
+        model = pretrained_sparse.build(name, A)
+        assert model.num_layers == (1 if name == "mlp" else pretrained_sparse.T)
+    with pytest.raises(ValueError, match="lean_ista"):
+        pretrained_sparse.build("nope", A)
+    with pytest.raises(FileNotFoundError, match="train_unrolled_sparse"):
+        pretrained_sparse.reference_matrix(path=tmp_path)
