@@ -238,9 +238,8 @@ def robust_sdp_design(H_hat, F_RF, C_err, sinr_targets, noise_var, outage: float
         t0 = time.perf_counter()
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter(
-                    "ignore", UserWarning
-                )  # "may be inaccurate": status is checked below
+                # "solution may be inaccurate": the status is checked below
+                warnings.simplefilter("ignore", UserWarning)
                 prob.solve(solver=cp.CLARABEL)
         except cp.error.SolverError:
             pass
