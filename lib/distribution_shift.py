@@ -1,0 +1,205 @@
+"""Distribution shift for sparse recovery: shifted test problems and a side-by-side evaluation.
+
+Chapter ``unrolling_distribution_shift``. Networks are trained on one operating point
+(sensing matrix ``A``, activity ``p``, SNR, unit-variance non-zeros) and tested after moving
+*one* quantity at a time. For a method ``k`` and a test problem ``s``, with
+``NMSE_k(s)`` in dB (ratio of sums over the test set, ``lib.sparse.nmse_db``), the chapter reports
+
+* the degradation ``Delta_k(s) = NMSE_k(s) - NMSE_k(s_0)`` relative to the same method at the
+  training point ``s_0`` (:func:`degradation_db`; chapter eq. ``eq-shift-degradation``), and
+* the gap ``NMSE_k(s) - NMSE_oracle(s)`` to the support oracle at the *shifted* point
+  (:func:`gap_to_oracle_db`), since the limit itself moves with an SNR or sparsity shift.
+
+Shifted problems: :func:`shifted_test_set` (SNR, activity, amplitude of the non-zeros) and
+:func:`with_condition_number` (same singular vectors, new singular values). :func:`evaluate_shift`
+evaluates a dictionary of trained models, the classical references (AMP with the soft threshold,
+AMP with the training prior) and the support oracle on one shifted problem;
+:func:`reference_shifts` and :func:`sweep_shifts` run the chapter's four sweeps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from lib import sparse
+from lib.pretrained_sparse import SNR_DB, P, T
+from lib.unrolled_sparse import LAMP, LeanISTA, OAMPNet, make_sampler, with_matrix
+from lib.unrolling import UnrolledModel
+from lib.utils import check_positive_int, check_real
+
+__all__ = [
+    "REFERENCES",
+    "Shift",
+    "with_condition_number",
+    "shifted_test_set",
+    "evaluate_shift",
+    "reference_shifts",
+    "sweep_shifts",
+    "degradation_db",
+    "gap_to_oracle_db",
+]
+
+#: Keys that :func:`evaluate_shift` adds after the models' own keys.
+REFERENCES = ("amp_soft", "amp_bg", "oracle")
+
+
+def with_condition_number(A: torch.Tensor, kappa: float) -> torch.Tensor:
+    """``A_kappa = U diag(s_kappa) V^T``: the singular vectors of ``A``, new singular values.
+
+    ``A = U diag(s) V^T`` (thin SVD, ``A`` of shape ``(M, N)``, ``M <= N``); ``s_kappa`` is the
+    geometric profile ``kappa^(-i/(M-1))``, ``i = 0..M-1`` (condition number ``kappa``), scaled so
+    that ``||A_kappa||_F^2 = N`` like a Gaussian matrix with unit-norm columns. Unlike
+    :func:`lib.sparse.ill_conditioned_matrix` (Haar-random singular vectors) only the spectrum
+    changes, so the shift is a pure conditioning shift of the training matrix.
+    """
+    check_real(A, "A", ndim=2)
+    kappa = float(kappa)
+    if not kappa >= 1:
+        raise ValueError(f"kappa must be >= 1 (largest / smallest singular value), got {kappa}")
+    M, N = A.shape
+    if M > N:
+        raise ValueError(f"A must be wide (M <= N), got shape {tuple(A.shape)}")
+    U, _, Vh = torch.linalg.svd(A, full_matrices=False)
+    prof = kappa ** (-torch.linspace(0, 1, M, dtype=A.dtype))
+    prof = prof * (N / (prof**2).sum()).sqrt()
+    return (U * prof) @ Vh
+
+
+def shifted_test_set(
+    A: torch.Tensor,
+    p: float = P,
+    snr_db: float = SNR_DB,
+    *,
+    amplitude: float = 1.0,
+    n: int = 300,
+    seed: int = 5,
+):
+    """Test set ``(y, noise_var, x)`` of ``n`` samples of ``make_sampler(A, p, snr_db, amplitude)``.
+
+    ``x`` Bernoulli-Gaussian with activity ``p`` and non-zero standard deviation ``amplitude``
+    (the SNR is kept at ``snr_db``, so an amplitude shift is a pure change of scale), drawn
+    from ``torch.Generator().manual_seed(seed)``.
+    """
+    n = check_positive_int(n, "n")
+    (y, nv), x = make_sampler(A, p, snr_db, amplitude=amplitude)(
+        n, torch.Generator().manual_seed(seed)
+    )
+    return y, nv, x
+
+
+def _knows_matrix(model: UnrolledModel) -> bool:
+    return isinstance(model, (LeanISTA, LAMP, OAMPNet))
+
+
+def evaluate_shift(
+    models: Mapping[str, UnrolledModel],
+    A: torch.Tensor,
+    p: float = P,
+    snr_db: float = SNR_DB,
+    *,
+    amplitude: float = 1.0,
+    n: int = 300,
+    seed: int = 5,
+    references: bool = True,
+    iterations: int = T,
+    prior_p: float = P,
+    diverged_db: float = 60.0,
+) -> dict[str, float]:
+    """NMSE (dB) at the last layer of every model, the classical references and the oracle.
+
+    All methods see the same test set :func:`shifted_test_set` ``(A, p, snr_db, amplitude, n,
+    seed)``. Model-based networks (:class:`~lib.unrolled_sparse.LeanISTA`, ``LAMP``,
+    ``OAMPNet``) whose matrix differs from ``A`` are *told* the new matrix
+    (:func:`~lib.unrolled_sparse.with_matrix`: learned scalars kept); full LISTA and the MLP keep
+    the matrices they learned. With ``references=True`` the result also has, in this order,
+    ``"amp_soft"`` (AMP with the soft threshold, no prior), ``"amp_bg"`` (AMP with the
+    Bernoulli-Gaussian denoiser of the *training* prior ``prior_p``), both with ``iterations``
+    iterations, and ``"oracle"`` (least squares on the true support). A diverged method (NaN or
+    infinite NMSE) is reported at ``diverged_db`` so that it stays on a plot's axes.
+    """
+    check_real(A, "A", ndim=2)
+    y, nv, x = shifted_test_set(A, p, snr_db, amplitude=amplitude, n=n, seed=seed)
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        for k, m in models.items():
+            if _knows_matrix(m) and not torch.equal(m.A, A.to(m.A.dtype)):
+                m = with_matrix(m, A)
+            out[k] = sparse.nmse_db(m(y, nv)[-1], x).item()
+        if references:
+            out["amp_soft"] = sparse.nmse_db(
+                sparse.amp(y, A, iterations, denoiser="soft"), x
+            ).item()
+            out["amp_bg"] = sparse.nmse_db(
+                sparse.amp(y, A, iterations, denoiser="bg", p=prior_p), x
+            ).item()
+            out["oracle"] = sparse.nmse_db(sparse.support_oracle(y, A, x != 0), x).item()
+    return {k: (v if math.isfinite(v) else float(diverged_db)) for k, v in out.items()}
+
+
+@dataclass(frozen=True)
+class Shift:
+    """One quantity moved away from its training value.
+
+    ``values`` are the tested values, ``train_value`` the training one, ``problem(v)`` the
+    keyword arguments of :func:`evaluate_shift` (``A``, ``p``, ``snr_db``, ``amplitude``) for
+    value ``v``; ``log_scale`` says how to plot ``values``.
+    """
+
+    values: Sequence[float]
+    train_value: float
+    problem: Callable[[float], dict]
+    log_scale: bool = False
+
+
+def reference_shifts(A: torch.Tensor, p: float = P, snr_db: float = SNR_DB) -> dict[str, Shift]:
+    """The chapter's four sweeps around the training point ``(A, p, snr_db, amplitude 1)``.
+
+    SNR 10..50 dB, activity 0.05..0.25, amplitude 0.25..4 (same SNR), and condition number
+    3..300 by :func:`with_condition_number` (the training value is ``A``'s own condition number).
+    """
+    check_real(A, "A", ndim=2)
+    s = torch.linalg.svdvals(A)
+    return {
+        "SNR (dB)": Shift([10, 20, 30, 40, 50], snr_db, lambda v: dict(A=A, p=p, snr_db=float(v))),
+        "sparsity p": Shift(
+            [0.05, 0.1, 0.15, 0.2, 0.25], p, lambda v: dict(A=A, p=v, snr_db=snr_db)
+        ),
+        "amplitude a": Shift(
+            [0.25, 0.5, 1.0, 2.0, 4.0],
+            1.0,
+            lambda v: dict(A=A, p=p, snr_db=snr_db, amplitude=v),
+            log_scale=True,
+        ),
+        "condition number": Shift(
+            [3, 10, 30, 100, 300],
+            float(s[0] / s[-1]),
+            lambda v: dict(A=with_condition_number(A, float(v)), p=p, snr_db=snr_db),
+            log_scale=True,
+        ),
+    }
+
+
+def sweep_shifts(
+    models: Mapping[str, UnrolledModel], shifts: Mapping[str, Shift], **kwargs
+) -> dict[str, list[dict[str, float]]]:
+    """``{shift name: [evaluate_shift(models, **shift.problem(v), **kwargs) for v in values]}``."""
+    return {
+        name: [evaluate_shift(models, **sh.problem(v), **kwargs) for v in sh.values]
+        for name, sh in shifts.items()
+    }
+
+
+def degradation_db(shifted: Mapping[str, float], reference: Mapping[str, float]) -> dict:
+    """``Delta_k = NMSE_k(shifted) - NMSE_k(reference)`` in dB for every common key (+ = worse)."""
+    return {k: shifted[k] - reference[k] for k in shifted if k in reference}
+
+
+def gap_to_oracle_db(result: Mapping[str, float]) -> dict:
+    """``NMSE_k - NMSE_oracle`` in dB at the same (shifted) problem, for every method ``k``."""
+    if "oracle" not in result:
+        raise ValueError("result has no 'oracle' entry (evaluate_shift(..., references=True))")
+    return {k: v - result["oracle"] for k, v in result.items() if k != "oracle"}
