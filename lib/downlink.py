@@ -555,7 +555,7 @@ def dpc_sum_capacity_cvxpy(H: torch.Tensor, power, noise_var) -> torch.Tensor:
     B, K, M = H.shape
     P = _scalar(power, "power", H).cpu().numpy()
     s2 = _scalar(noise_var, "noise_var", H).cpu().numpy()
-    Hn = H.detach().cpu().numpy().astype(np.complex128)
+    Hn = H.detach().resolve_conj().cpu().numpy().astype(np.complex128)
     out = np.empty(B)
     for b in range(B):
         mats = []
@@ -608,7 +608,7 @@ def min_power_socp(H: torch.Tensor, sinr_targets, noise_var) -> MinPowerResult:
     B, K, n = H.shape
     gam = _targets(sinr_targets, H).cpu().numpy()
     s2 = _scalar(noise_var, "noise_var", H).cpu().numpy()
-    Hn = H.detach().cpu().numpy().astype(np.complex128)
+    Hn = H.detach().resolve_conj().cpu().numpy().astype(np.complex128)
     V_out = np.zeros((B, n, K), dtype=np.complex128)
     feas = np.zeros(B, dtype=bool)
     for b in range(B):

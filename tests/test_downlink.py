@@ -320,3 +320,12 @@ def test_complex64_runs_with_single_precision_power():
     assert V.dtype == torch.complex64
     assert torch.all((_power(V) - 1).abs() < 1e-5)
     assert math.isfinite(dl.sum_rate(H, V, 0.1).mean().item())
+
+
+def test_socp_accepts_tensors_with_the_conjugate_bit():
+    H = dl.rayleigh_channel(2, 2, 3, generator=_gen(30))
+    lazy = H.conj()  # a view with the conjugate bit set (as .mH returns)
+    assert lazy.is_conj()
+    res_lazy = dl.min_power_socp(lazy, 0.5, 1.0)
+    res_plain = dl.min_power_socp(lazy.resolve_conj(), 0.5, 1.0)
+    assert torch.allclose(res_lazy.powers, res_plain.powers)
