@@ -6,7 +6,8 @@ precoder update (eq. (5c)) that needs a matrix inverse, an eigendecomposition an
 for the Lagrange multiplier. Pellaco et al. replace the precoder update by ``K`` steps of
 projected gradient descent (PGD) on the convex sub-problem (9),
 
-.. math::  \\tilde{\\mathbf V}^{(k)} = \\mathbf V^{(k-1)} - \\gamma^{(k)}\\nabla f(\\mathbf V^{(k-1)}),
+.. math::  \\tilde{\\mathbf V}^{(k)} = \\mathbf V^{(k-1)}
+           - \\gamma^{(k)}\\nabla f(\\mathbf V^{(k-1)}),
            \\qquad \\mathbf V^{(k)} = \\Pi_{\\mathcal C}\\{\\tilde{\\mathbf V}^{(k)}\\},
 
 with ``nabla f(v_i) = 2 A v_i - 2 alpha_i w_i u_i h_i`` (eq. (12)), ``A = sum_i alpha_i w_i
@@ -37,9 +38,6 @@ Contents
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
@@ -52,7 +50,7 @@ from lib.downlink import (
     wmmse_receivers,
     wmmse_weights,
 )
-from lib.unrolling import TrainHistory, UnrolledModel, train_unrolled
+from lib.unrolling import UnrolledModel, train_unrolled
 from lib.utils import check_complex, check_positive_int, check_tensor, db_to_lin, per_sample
 
 __all__ = [
@@ -83,7 +81,9 @@ def _rdt(H: torch.Tensor) -> torch.dtype:
 def _check_H(H) -> torch.Tensor:
     check_complex(H, "H", shape=("batch", "users", "antennas"))
     if min(H.shape) == 0:
-        raise ValueError(f"H must have non-empty shape (batch, users, antennas), got {tuple(H.shape)}")
+        raise ValueError(
+            f"H must have non-empty shape (batch, users, antennas), got {tuple(H.shape)}"
+        )
     return H
 
 
@@ -96,7 +96,9 @@ def _check_V(V, H, name="V") -> torch.Tensor:
 
 
 def _per_sample(value, name, H, *, allow_zero=False) -> torch.Tensor:
-    return per_sample(value, name, H.shape[0], dtype=_rdt(H), device=H.device, allow_zero=allow_zero)
+    return per_sample(
+        value, name, H.shape[0], dtype=_rdt(H), device=H.device, allow_zero=allow_zero
+    )
 
 
 def _abs2(x: torch.Tensor) -> torch.Tensor:
@@ -192,15 +194,18 @@ class PGDStepSizes(nn.Module):
     updates); otherwise ``gamma`` itself, free in R as in the paper.
     """
 
-    def __init__(self, pgd_steps: int, init=1.0, *, same_step=False, log_steps=False,
-                 dtype=torch.float64):
+    def __init__(
+        self, pgd_steps: int, init=1.0, *, same_step=False, log_steps=False, dtype=torch.float64
+    ):
         super().__init__()
         K = check_positive_int(pgd_steps, "pgd_steps")
         init_t = torch.as_tensor(init, dtype=dtype).flatten()
         if init_t.numel() == 1:
             init_t = init_t.expand(1 if same_step else K).clone()
         elif same_step or init_t.numel() != K:
-            raise ValueError(f"init must be a number or have {K} entries (same_step=False), got {init_t.numel()}")
+            raise ValueError(
+                f"init must be a number or have {K} entries (same_step=False), got {init_t.numel()}"
+            )
         if log_steps and bool((init_t <= 0).any()):
             raise ValueError("log_steps=True needs positive initial step sizes")
         self.pgd_steps = K
@@ -226,19 +231,34 @@ class UnfoldedWMMSE(UnrolledModel):
     the other precoders. ``weights`` are the user priorities ``alpha`` (``None``: ones).
     """
 
-    def __init__(self, layers: int, pgd_steps: int = 4, *, init_step=1.0, same_step=False,
-                 log_steps=False, weights=None, dtype=torch.float64):
+    def __init__(
+        self,
+        layers: int,
+        pgd_steps: int = 4,
+        *,
+        init_step=1.0,
+        same_step=False,
+        log_steps=False,
+        weights=None,
+        dtype=torch.float64,
+    ):
         L = check_positive_int(layers, "layers")
         K = check_positive_int(pgd_steps, "pgd_steps")
         init = torch.as_tensor(init_step, dtype=dtype)
         if init.dim() == 2:
             if init.shape[0] != L:
-                raise ValueError(f"init_step must have {L} rows (one per layer), got {tuple(init.shape)}")
+                raise ValueError(
+                    f"init_step must have {L} rows (one per layer), got {tuple(init.shape)}"
+                )
             inits = list(init)
         else:
             inits = [init] * L
-        super().__init__([PGDStepSizes(K, g, same_step=same_step, log_steps=log_steps, dtype=dtype)
-                          for g in inits])
+        super().__init__(
+            [
+                PGDStepSizes(K, g, same_step=same_step, log_steps=log_steps, dtype=dtype)
+                for g in inits
+            ]
+        )
         self.pgd_steps = K
         self.same_step = bool(same_step)
         self.log_steps = bool(log_steps)
@@ -264,8 +284,9 @@ class UnfoldedWMMSE(UnrolledModel):
         return torch.stack([layer().detach() for layer in self.layers])
 
     @classmethod
-    def from_step_sizes(cls, gammas, *, same_step=False, log_steps=False, weights=None,
-                        dtype=torch.float64) -> "UnfoldedWMMSE":
+    def from_step_sizes(
+        cls, gammas, *, same_step=False, log_steps=False, weights=None, dtype=torch.float64
+    ) -> UnfoldedWMMSE:
         """A model with given step sizes ``(L, K)`` (e.g. loaded from a JSON file)."""
         g = torch.as_tensor(gammas, dtype=dtype)
         if g.dim() != 2 or g.numel() == 0:
@@ -274,14 +295,21 @@ class UnfoldedWMMSE(UnrolledModel):
             init = g[:, :1]
         else:
             init = g
-        model = cls(g.shape[0], g.shape[1], init_step=1.0, same_step=same_step,
-                    log_steps=log_steps, weights=weights, dtype=dtype)
+        model = cls(
+            g.shape[0],
+            g.shape[1],
+            init_step=1.0,
+            same_step=same_step,
+            log_steps=log_steps,
+            weights=weights,
+            dtype=dtype,
+        )
         with torch.no_grad():
             for layer, row in zip(model.layers, init):
                 layer.param.copy_(torch.log(row) if log_steps else row)
         return model
 
-    def extend_pgd(self, extra: int = 1) -> "UnfoldedWMMSE":
+    def extend_pgd(self, extra: int = 1) -> UnfoldedWMMSE:
         """Progressive extension (Pellaco et al., Sec. VI-B, Fig. 5): a new model with ``K + extra``
         PGD steps per layer, the first ``K`` step sizes copied from this model and every added
         step warm-started at the value of the layer's last step. Not for ``same_step`` models.
@@ -291,8 +319,9 @@ class UnfoldedWMMSE(UnrolledModel):
             raise ValueError("extend_pgd is for models with free step sizes (same_step=False)")
         G = self.step_sizes()
         G = torch.cat([G, G[:, -1:].expand(-1, extra)], dim=1)
-        return UnfoldedWMMSE.from_step_sizes(G, log_steps=self.log_steps, weights=self.weights,
-                                             dtype=G.dtype)
+        return UnfoldedWMMSE.from_step_sizes(
+            G, log_steps=self.log_steps, weights=self.weights, dtype=G.dtype
+        )
 
 
 # --------------------------------------------------------------------------- #
@@ -312,8 +341,14 @@ def wsr_loss(outputs: torch.Tensor, target, weights=None) -> torch.Tensor:
     return -r.view(L, B).sum(0).mean()
 
 
-def make_sampler(users: int = 4, antennas: int = 4, snr_db=10.0, *, noise_var: float = 1.0,
-                 dtype=torch.complex128):
+def make_sampler(
+    users: int = 4,
+    antennas: int = 4,
+    snr_db=10.0,
+    *,
+    noise_var: float = 1.0,
+    dtype=torch.complex128,
+):
     """Sampler of i.i.d. Rayleigh channels for :func:`lib.unrolling.train_unrolled`.
 
     SNR is ``P / sigma^2`` with ``sigma^2 = noise_var``. ``snr_db`` may be a number or a pair
@@ -338,9 +373,19 @@ def make_sampler(users: int = 4, antennas: int = 4, snr_db=10.0, *, noise_var: f
     return sampler
 
 
-def train_progressive(model: UnfoldedWMMSE, final_pgd_steps: int, sampler, *, steps_per_stage=500,
-                      lr=1e-3, batch_size=100, seed=0, device="cpu", progress=False,
-                      callback=None):
+def train_progressive(
+    model: UnfoldedWMMSE,
+    final_pgd_steps: int,
+    sampler,
+    *,
+    steps_per_stage=500,
+    lr=1e-3,
+    batch_size=100,
+    seed=0,
+    device="cpu",
+    progress=False,
+    callback=None,
+):
     """Progressive extension of the PGD sequence (Pellaco et al., Fig. 5).
 
     From a trained ``model`` with ``K`` steps, repeatedly add one step per layer
@@ -355,9 +400,17 @@ def train_progressive(model: UnfoldedWMMSE, final_pgd_steps: int, sampler, *, st
     hists = []
     while model.pgd_steps < final_pgd_steps:
         model = model.extend_pgd(1)
-        h = train_unrolled(model, sampler, wsr_loss, finetune_steps=steps_per_stage, lr=lr,
-                           batch_size=batch_size, seed=seed + model.pgd_steps, device=device,
-                           progress=progress)
+        h = train_unrolled(
+            model,
+            sampler,
+            wsr_loss,
+            finetune_steps=steps_per_stage,
+            lr=lr,
+            batch_size=batch_size,
+            seed=seed + model.pgd_steps,
+            device=device,
+            progress=progress,
+        )
         model.cpu()
         hists.append(h)
         if callback is not None:
@@ -419,13 +472,19 @@ def flops_wmmse(M: int, K: int, iters: int, *, bisection_iters: int = 50) -> int
     """
     for n, v in (("M", M), ("K", K), ("iters", iters)):
         check_positive_int(v, n, minimum=0 if n == "iters" else 1)
-    per = (_uw_flops(M, K) + 8 * K * M * M + 8 * _EIGH_COEF * M**3 + 2 * 8 * M * M * K
-           + bisection_iters * 4 * M + 4 * M * K)
+    per = (
+        _uw_flops(M, K)
+        + 8 * K * M * M
+        + 8 * _EIGH_COEF * M**3
+        + 2 * 8 * M * M * K
+        + bisection_iters * 4 * M
+        + 4 * M * K
+    )
     return int(iters * per)
 
 
 def flops_unfolded_wmmse(M: int, K: int, layers: int, pgd_steps: int) -> int:
-    """Real flops per channel of the unfolded WMMSE with ``layers`` layers of ``pgd_steps`` PGD steps.
+    """Real flops per channel of the unfolded WMMSE, ``layers`` layers of ``pgd_steps`` PGD steps.
 
     Per layer: u and w updates; ``A`` (``K M^2`` complex MACs) and ``R`` (``M K`` complex
     multiplies) once; per PGD step ``A V`` (``M^2 K`` MACs), the gradient step

@@ -1,4 +1,4 @@
-"""Tests of lib.unfolded_wmmse: eq. (12), the ReLU projection, Algorithm 1, training, stored results."""
+"""Tests of lib.unfolded_wmmse: eq. (12), ReLU projection, Algorithm 1, training, stored sweep."""
 
 import json
 import math
@@ -55,7 +55,12 @@ def _f(H, V, u, w, s2, a):
     G = H @ V
     G2 = G.real**2 + G.imag**2
     gkk = torch.diagonal(G, dim1=-2, dim2=-1)
-    e = (G2 * (u.abs() ** 2)[:, :, None]).sum(-1) - 2 * (u.conj() * gkk).real + s2 * u.abs() ** 2 + 1
+    e = (
+        (G2 * (u.abs() ** 2)[:, :, None]).sum(-1)
+        - 2 * (u.conj() * gkk).real
+        + s2 * u.abs() ** 2
+        + 1
+    )
     return (a * (w * e - torch.log2(w))).sum(-1)
 
 
@@ -170,12 +175,21 @@ def test_training_improves_wsr_and_progressive_extension():
     m = UnfoldedWMMSE(1, 4)
     H = rayleigh_channel(2000, 4, 4, generator=torch.Generator().manual_seed(11))
     before = float(per_layer_wsr(m, H, 10.0, 1.0).mean())
-    h = train_unrolled(m, sampler, wsr_loss, finetune_steps=60, lr=3e-2, batch_size=64, progress=False)
+    h = train_unrolled(
+        m, sampler, wsr_loss, finetune_steps=60, lr=3e-2, batch_size=64, progress=False
+    )
     after = float(per_layer_wsr(m, H, 10.0, 1.0).mean())
     assert len(h) == 60 and after > before + 0.3
     seen = []
-    m2, hists = train_progressive(m, 6, sampler, steps_per_stage=5, lr=1e-2, batch_size=32,
-                                  callback=lambda mm: seen.append(mm.pgd_steps))
+    m2, hists = train_progressive(
+        m,
+        6,
+        sampler,
+        steps_per_stage=5,
+        lr=1e-2,
+        batch_size=32,
+        callback=lambda mm: seen.append(mm.pgd_steps),
+    )
     assert m2.pgd_steps == 6 and seen == [5, 6] and len(hists) == 2
 
 
@@ -226,8 +240,16 @@ def _stored():
     return json.loads(STORED.read_text())["models"]
 
 
-@pytest.mark.parametrize("name", ["snr10_L1_K4_free", "snr10_L4_K4_free", "snr20_L2_K4_log",
-                                  "snr20_L3_K8_free", "snr5_L1_K4_same-sweep"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "snr10_L1_K4_free",
+        "snr10_L4_K4_free",
+        "snr20_L2_K4_log",
+        "snr20_L3_K8_free",
+        "snr5_L1_K4_same-sweep",
+    ],
+)
 def test_stored_step_sizes_reproduce_stored_wsr(name):
     models = _stored()
     if name not in models:
