@@ -50,6 +50,7 @@ __all__ = [
     "rayleigh_channel",
     "sinr",
     "sum_rate",
+    "user_weights",
     "mrt",
     "zf",
     "rzf",
@@ -100,7 +101,7 @@ def _scalar(value, name: str, H: torch.Tensor, *, allow_zero: bool = False) -> t
     )
 
 
-def _user_weights(weights, H: torch.Tensor, name: str = "weights") -> torch.Tensor:
+def user_weights(weights, H: torch.Tensor, name: str = "weights") -> torch.Tensor:
     """User weights alpha_k as a real ``(batch, users)`` tensor (ones when ``None``)."""
     B, K, _ = H.shape
     rdt = _real_dtype(H)
@@ -211,7 +212,7 @@ def sum_rate(H: torch.Tensor, V: torch.Tensor, noise_var, weights=None) -> torch
     ``weights`` (priorities alpha_k): ``None`` (all ones), ``(users,)`` or ``(batch, users)``.
     """
     g = sinr(H, V, noise_var)
-    a = _user_weights(weights, H)
+    a = user_weights(weights, H)
     return (a * torch.log2(1.0 + g)).sum(-1)
 
 
@@ -359,7 +360,7 @@ def wmmse_precoder(
     check_complex(u, "u", shape=(B, K))
     check_tensor(w, "w", shape=(B, K), complex_=False)
     P = _scalar(power, "power", H)
-    a = _user_weights(weights, H)
+    a = user_weights(weights, H)
     rdt = _real_dtype(H)
     coef_A = (a * w * _abs2(u)).to(rdt)  # alpha_k w_k |u_k|^2
     coef_R = (a * w).to(H.dtype) * u  # alpha_k w_k u_k
@@ -416,7 +417,7 @@ def wmmse(
         raise ValueError(f"tol must be None or a positive number, got {tol!r}")
     P = _scalar(power, "power", H)
     s2 = _scalar(noise_var, "noise_var", H)
-    a = _user_weights(weights, H)
+    a = user_weights(weights, H)
     if V0 is None:
         V = matched_filter_init(H, P)
     else:

@@ -42,10 +42,10 @@ import torch
 from torch import nn
 
 from lib.downlink import (
-    _user_weights,
     matched_filter_init,
     rayleigh_channel,
     sum_rate,
+    user_weights,
     wmmse,
     wmmse_receivers,
     wmmse_weights,
@@ -130,7 +130,7 @@ def pgd_gradient(H, V, u, w, weights=None, *, A: torch.Tensor | None = None) -> 
     B, K, M = H.shape
     check_complex(u, "u", shape=(B, K))
     check_tensor(w, "w", shape=(B, K), complex_=False)
-    a = _user_weights(weights, H)
+    a = user_weights(weights, H)
     if A is None:
         A = _gram_A(H, u, w, a)
     R = H.mH * ((a * w).to(H.dtype) * u)[:, None, :]  # columns alpha_k w_k u_k h_k
@@ -172,7 +172,7 @@ def pgd_precoder(H, V, u, w, power, step_sizes, weights=None) -> torch.Tensor:
     if step_sizes.numel() == 0:
         raise ValueError("step_sizes must contain at least one step")
     P = _per_sample(power, "power", H)
-    a = _user_weights(weights, H)
+    a = user_weights(weights, H)
     A = _gram_A(H, u, w, a)
     R = H.mH * ((a * w).to(H.dtype) * u)[:, None, :]
     sp = torch.sqrt(P)
