@@ -19,10 +19,11 @@ export MPLBACKEND := Agg
 ## ---- set-up (idempotent; re-runs only what changed) -------------------------
 setup: $(VENV)/.installed node_modules/.installed book/_static/vendor/.installed chromium
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -r requirements-nodeps.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 
