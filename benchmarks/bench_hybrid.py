@@ -64,7 +64,7 @@ d = min_power_duality(Heff, GAM, 1.0)
 t_dual = (time.perf_counter() - t0) / B
 n_socp = 8
 t0 = time.perf_counter()
-s = min_power_socp(Heff[:n_socp].resolve_conj(), GAM, 1.0)  # SOCP's .numpy() rejects a conj bit
+s = min_power_socp(Heff[:n_socp], GAM, 1.0)
 t_socp = (time.perf_counter() - t0) / n_socp
 rel = ((d.total_power[:n_socp] - s.total_power) / s.total_power).abs().max()
 print(

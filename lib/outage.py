@@ -214,7 +214,7 @@ def robust_sdp_design(H_hat, F_RF, C_err, sinr_targets, noise_var, outage: float
     delta2 = float(gammaincinv(n, 1.0 - outage))
     L = torch.linalg.cholesky(F_RF.mH @ F_RF)
     Q = torch.linalg.solve_triangular(L, F_RF.mH, upper=False).mH  # F L^{-H}
-    # resolve_conj: .numpy() (here and in lib.downlink.min_power_socp) rejects the conj bit
+    # resolve_conj: .numpy() rejects tensors with the conjugate bit set
     G = (H_hat @ Q).conj().resolve_conj().numpy()  # columns g_k as rows
     Ce = (Q.mH[:, None] @ C_err @ Q[:, None]).resolve_conj().numpy()
     T_out = np.zeros((B, n, K), dtype=complex)
