@@ -8,7 +8,7 @@ intra-op threads, side by side in one run, and prints the times and the ratio
 
 The workloads: AMP on the sparse-recovery reference problem (M=250, N=500,
 batch 100, 30 iterations), batched WMMSE on 10,000 4x4 channels (20 iterations),
-and 50 Adam steps of a 16-layer lean unrolled ISTA (batch 256). The test run
+and 50 Adam steps of a 16-layer lean unrolled ISTA (batch 256, ``lib.unrolling``). The test run
 executes two notebooks at a time (pytest-xdist, 2 workers), so one thread per
 notebook is the relevant choice there; this benchmark measures a notebook
 alone.
@@ -39,21 +39,14 @@ def run():
 """,
     "unrolled ISTA, 50 Adam steps": """
 from lib import sparse
+from lib.unrolled_sparse import LeanISTA, make_sampler, nmse_loss
+from lib.unrolling import train_unrolled
 g = torch.Generator().manual_seed(0)
 A = sparse.gaussian_matrix(250, 500, generator=g)
-L = float(torch.linalg.matrix_norm(A, 2) ** 2)
-steps = torch.full((16,), 1.0 / L, requires_grad=True)
-thr = torch.full((16,), 0.1 / L, requires_grad=True)
-opt = torch.optim.Adam([steps, thr], lr=1e-3)
+model = LeanISTA(A, 16)
+sampler = make_sampler(A, 0.1, 40.0)
 def run():
-    for _ in range(50):
-        x = sparse.bernoulli_gaussian(256, 500, 0.1, generator=g)
-        y, _ = sparse.measure(A, x, 40.0, 0.1, generator=g)
-        xh = torch.zeros_like(x)
-        for t in range(16):
-            xh = sparse.soft_threshold(xh + steps[t] * (y - xh @ A.T) @ A, thr[t])
-        loss = ((xh - x) ** 2).sum() / (x ** 2).sum()
-        opt.zero_grad(); loss.backward(); opt.step()
+    train_unrolled(model, sampler, nmse_loss, finetune_steps=50, batch_size=256, progress=False)
 """,
 }
 
