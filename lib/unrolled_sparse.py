@@ -24,7 +24,8 @@ Networks (``T`` layers, ``t = 0, ..., T-1``, ``x_0 = 0``, ``eta`` a denoiser):
   kept and a learned denoiser per layer: soft threshold ``alpha_t ||z_t|| / sqrt(M)`` or a
   Bernoulli-Gaussian MMSE denoiser with learned (sparsity, variance, noise-scale).
 * :class:`OAMPNet` (He, Wen & Jin 2018): OAMP with the de-correlated LMMSE linear estimator,
-  learned ``gamma_t`` (step) and ``theta_t`` (scale of the error-variance formula), MMSE denoiser.
+  learned ``gamma_t`` (step) and ``theta_t`` (scale of the error-variance formula), MMSE denoiser
+  and the divergence-free estimate fed back; at ``gamma_t = theta_t = 1`` it is OAMP.
 * :class:`MLPRecovery`: a black-box ``y -> x`` multilayer perceptron (one "layer").
 
 Helpers: :func:`layer_operators` / :func:`contraction_factors` (per-layer Lipschitz bounds
@@ -356,18 +357,30 @@ class _OAMPLayer(nn.Module):
 
 
 class OAMPNet(UnrolledModel):
-    """OAMP-Net: OAMP with learned step ``gamma_t`` and error-variance scale ``theta_t``.
+    """OAMP-Net: OAMP with a learned LMMSE step ``gamma_t`` and error-variance scale ``theta_t``.
 
-    With ``v_t^2 = max((||y - A x_t||^2 - M sigma^2)/tr(A^T A), eps)``,
-    ``W_t = N / tr(What_t A) What_t``, ``What_t = v_t^2 A^T (v_t^2 A A^T + sigma^2 I)^{-1}``
-    (the de-correlated LMMSE estimator, so ``tr(W_t A) = N``), the layer is
-    ``r_t = x_t + gamma_t W_t (y - A x_t)``,
-    ``tau_t^2 = tr(C_t C_t^T) v_t^2 / N + theta_t^2 sigma^2 tr(W_t W_t^T) / N``,
-    ``C_t = I - theta_t W_t A``, and ``x_{t+1}`` = Bernoulli-Gaussian MMSE denoiser of ``r_t``.
-    At ``gamma_t = theta_t = 1`` it is OAMP with the MMSE denoiser (He, Wen & Jin 2018).
-    Everything is evaluated through the eigendecomposition ``A A^T = U diag(lambda) U^T``, so a
-    layer costs ``O(M N)`` per sample even though ``W_t`` differs per sample.
+    Layer ``t`` (He, Wen & Jin 2018, with the divergence-free denoiser of Ma & Ping 2017):
+
+    * error variance of the fed-back estimate ``x_t`` from the residual,
+      ``v_t^2 = max((||y - A x_t||^2 - M sigma^2) / tr(A^T A), eps)``;
+    * de-correlated LMMSE estimator ``W_t = N / tr(What_t A) What_t``,
+      ``What_t = v_t^2 A^T (v_t^2 A A^T + sigma^2 I)^{-1}`` (so ``tr(W_t A) = N``), and
+      ``r_t = x_t + gamma_t W_t (y - A x_t)``;
+    * effective noise variance of ``r_t``,
+      ``tau_t^2 = tr(C_t C_t^T) v_t^2 / N + theta_t^2 sigma^2 tr(W_t W_t^T) / N`` with
+      ``C_t = I - theta_t W_t A``;
+    * MMSE (Bernoulli-Gaussian) denoiser ``xhat_{t+1} = eta(r_t; tau_t^2)`` -- the layer's output
+      (readout) -- and the **divergence-free** estimate fed to the next layer,
+      ``x_{t+1} = (eta(r_t) - <eta'(r_t)> r_t) / (1 - <eta'(r_t)>)``.
+
+    At ``gamma_t = theta_t = 1`` the network *is* :func:`lib.sparse.oamp` (same iterates, same
+    clamps). Feeding back the MMSE estimate itself instead of the divergence-free one breaks the
+    orthogonality that OAMP's error-variance formula assumes. Everything is evaluated through the
+    eigendecomposition ``A A^T = U diag(lambda) U^T``, so a layer costs ``O(M N)`` per sample even
+    though ``W_t`` differs per sample. ``model(y, noise_var)`` returns the stacked ``xhat_t``.
     """
+
+    _EPS = 1e-9  # the clamps of lib.sparse.oamp
 
     def __init__(self, A, T, *, p):
         check_real(A, "A", ndim=2)
@@ -392,13 +405,15 @@ class OAMPNet(UnrolledModel):
         if noise_var is None:
             raise ValueError("OAMPNet needs noise_var (scalar or (batch,))")
         s2 = per_sample(noise_var, "noise_var", y.shape[0], dtype=y.dtype, device=y.device)
-        return (torch.zeros(y.shape[0], self.A.shape[1], dtype=y.dtype, device=y.device), s2)
+        x0 = torch.zeros(y.shape[0], self.A.shape[1], dtype=y.dtype, device=y.device)
+        return (x0, x0, s2)  # (divergence-free x_t fed back, MMSE estimate xhat_t, sigma^2)
 
     def layer_forward(self, layer, state, t, y, noise_var=None):
-        x, s2 = state
+        x, _, s2 = state
         M, N = self.A.shape
+        eps = self._EPS
         resid = y - x @ self.A.T
-        v2 = torch.clamp(((resid**2).sum(1) - M * s2) / self.lam.sum(), min=_EPS)[:, None]
+        v2 = torch.clamp(((resid**2).sum(1) - M * s2) / self.lam.sum(), min=eps)[:, None]
         lam = self.lam[None, :]
         s2c = s2[:, None]
         d = v2 / (v2 * lam + s2c)  # (B, M): What = A^T U diag(d) U^T
@@ -409,11 +424,14 @@ class OAMPNet(UnrolledModel):
         th = layer.theta
         trCC = (N - M) + ((1 - th * g) ** 2).sum(1, keepdim=True)
         trWW = (c**2 * d**2 * lam).sum(1, keepdim=True)
-        tau2 = torch.clamp(trCC * v2 / N + th**2 * s2c * trWW / N, min=_EPS)
-        return (bg_mmse(r, tau2, self.p)[0], s2)
+        tau2 = torch.clamp(trCC * v2 / N + th**2 * s2c * trWW / N, min=eps)
+        xhat, dx = bg_mmse(r, tau2, self.p)
+        mean_d = torch.clamp(dx.mean(1, keepdim=True), max=1 - eps)
+        x_new = (xhat - mean_d * r) / (1 - mean_d)  # divergence-free denoiser
+        return (x_new, xhat, s2)
 
     def readout(self, state):
-        return state[0]
+        return state[1]
 
 
 # --------------------------------------------------------------------------- #

@@ -96,6 +96,36 @@ def test_adaptive_lean_models_and_oampnet_converge(problem):
         assert torch.isfinite(nm).all() and nm[-1] < nm[0] - 5 and nm[-1] < target
 
 
+@pytest.mark.parametrize("cond", [None, 100.0])
+def test_oampnet_at_classical_parameters_is_oamp(problem, cond):
+    """gamma_t = theta_t = 1: the same iterates as lib.sparse.oamp (divergence-free feedback,
+    MMSE readout), on a Gaussian and on an ill-conditioned matrix, with a per-sample noise
+    variance too."""
+    if cond is None:
+        A, y, nv, x = problem
+    else:
+        g = torch.Generator().manual_seed(4)
+        A = sparse.ill_conditioned_matrix(M, N, cond, generator=g)
+        (y, nv), x = make_sampler(A, P, 40.0)(100, g)
+    nv_b = nv * torch.linspace(0.5, 2.0, y.shape[0], dtype=y.dtype)
+    for noise in (nv, nv_b):
+        _, hist = sparse.oamp(y, A, noise, 10, p=P, history=True)
+        with torch.no_grad():
+            out = OAMPNet(A, 10, p=P)(y, noise)
+        assert out.shape == hist.shape
+        assert (out - hist).abs().max() < 1e-10
+
+
+def test_oampnet_gradients_reach_every_layer(problem):
+    A, y, nv, x = problem
+    net = OAMPNet(A, 4, p=P)
+    nmse_loss(net(y, nv), x).backward()
+    for layer in net.layers:
+        for prm in (layer.gamma, layer.theta):
+            assert prm.grad is not None and torch.isfinite(prm.grad) and prm.grad != 0
+    assert count_parameters(net) == 8
+
+
 def test_oampnet_handles_ill_conditioned_matrix_where_amp_fails():
     g = torch.Generator().manual_seed(2)
     A = sparse.ill_conditioned_matrix(M, N, 100.0, generator=g)
