@@ -12,7 +12,6 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NOTEBOOKS := $(sort $(wildcard book/*.ipynb))
 export BOOK_TORCH_THREADS ?= 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
-export MPLBACKEND := Agg
 
 .PHONY: setup book test lint unit notebooks build-html browser student student-test student-run refresh clean
 
