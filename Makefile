@@ -72,7 +72,7 @@ student-test: student
 
 # Also execute every student notebook up to its first stub (doubles notebook time).
 student-run: student
-	BOOK_STUDENT_EXECUTE=1 $(BIN)/pytest tests/student -q
+	BOOK_STUDENT_EXECUTE=1 $(BIN)/pytest tests/student -q -n 2
 
 browser:
 	$(BIN)/pytest tests/browser -q
