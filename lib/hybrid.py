@@ -34,10 +34,12 @@ Shapes: ``H`` ``(batch, users, N)`` rows ``h_k^H``; ``codebook`` ``(N, C)``; ``F
 from __future__ import annotations
 
 import itertools
+import math
 from typing import NamedTuple
 
 import torch
 
+from lib import arrays
 from lib.downlink import min_power_duality
 from lib.utils import check_complex, check_positive_int, per_sample
 
@@ -51,6 +53,7 @@ __all__ = [
     "independent_candidates",
     "greedy_codebook_selection",
     "exhaustive_search",
+    "draw_instances",
 ]
 
 _WEIGHTINGS = ("rf", "baseband")
@@ -386,3 +389,40 @@ def exhaustive_search(
     F = cb[:, idx].permute(1, 0, 2)
     res = digital_min_power(H, F, gam, s2, weighting=weighting, **solver_kw)
     return res._replace(index=idx)
+
+
+def draw_instances(
+    batch: int,
+    generator: torch.Generator | None = None,
+    *,
+    users: int = 4,
+    n_h: int = 8,
+    n_v: int = 4,
+    spread: float = math.radians(10.0),
+    pas: str = "gaussian",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random multi-user instances of the hybrid chapters: channels ``H`` and covariances ``R``.
+
+    Every user gets a horizontal angle uniform in ``[-pi/3, pi/3]`` and a vertical angle
+    uniform in ``[-pi/6, pi/6]`` (in this order, both drawn from
+    ``generator``), the Kronecker local-scattering covariance of an ``n_h x n_v`` UPA with
+    angular ``spread`` and power angular spectrum ``pas``
+    (:func:`lib.arrays.upa_covariance`), and one Rayleigh channel drawn from it
+    (:func:`lib.arrays.channels_from_covariance`, same ``generator``). The defaults are the
+    chapters' setup: 4 users, 8x4 UPA, 10 degrees Gaussian spread.
+
+    Returns ``(H, R)``: ``H`` ``(batch, users, n_h n_v)`` complex with rows ``h_k^H``,
+    ``R`` ``(batch, users, n_h n_v, n_h n_v)``.
+    """
+    batch = check_positive_int(batch, "batch")
+    users = check_positive_int(users, "users")
+    n_h = check_positive_int(n_h, "n_h")
+    n_v = check_positive_int(n_v, "n_v")
+    if not (math.isfinite(spread) and spread > 0):
+        raise ValueError(f"spread must be finite and > 0, got {spread}")
+    # written as ``* math.pi / 3`` (not ``* (math.pi / 3)``) to keep the chapters' draws bit-exact
+    ah = (torch.rand(batch, users, generator=generator, dtype=torch.float64) * 2 - 1) * math.pi / 3
+    av = (torch.rand(batch, users, generator=generator, dtype=torch.float64) * 2 - 1) * math.pi / 6
+    R = arrays.upa_covariance(n_h, n_v, ah, av, spread, pas=pas)
+    H = arrays.channels_from_covariance(R, generator=generator)
+    return H, R

@@ -9,6 +9,7 @@ from lib.arrays import channels_from_covariance, dft_codebook, upa_covariance
 from lib.downlink import min_power_socp
 from lib.hybrid import (
     digital_min_power,
+    draw_instances,
     exhaustive_search,
     fully_digital_min_power,
     greedy_codebook_selection,
@@ -117,3 +118,23 @@ def test_bad_input_rejected():
         init_codewords(H, C, 9)
     with pytest.raises(ValueError, match="noise_var"):
         greedy_codebook_selection(H, C, 2, GAMMA, -1.0)
+
+
+def test_draw_instances_shapes_seed_and_bad_input():
+    H, R = draw_instances(3, torch.Generator().manual_seed(5), users=2, n_h=4, n_v=2)
+    assert H.shape == (3, 2, 8) and R.shape == (3, 2, 8, 8) and H.is_complex()
+    assert torch.allclose(R, R.mH)
+    H2, R2 = draw_instances(3, torch.Generator().manual_seed(5), users=2, n_h=4, n_v=2)
+    assert torch.equal(H, H2) and torch.equal(R, R2)  # reproducible with a seed
+    # the draws of the former notebook helper: angles first, then the channels
+    g = torch.Generator().manual_seed(5)
+    ah = (torch.rand(3, 2, generator=g, dtype=torch.float64) * 2 - 1) * math.pi / 3
+    av = (torch.rand(3, 2, generator=g, dtype=torch.float64) * 2 - 1) * math.pi / 6
+    R3 = upa_covariance(4, 2, ah, av, math.radians(10))
+    assert torch.equal(R, R3) and torch.equal(H, channels_from_covariance(R3, generator=g))
+    with pytest.raises(ValueError, match="batch"):
+        draw_instances(0)
+    with pytest.raises(ValueError, match="users"):
+        draw_instances(2, users=0)
+    with pytest.raises(ValueError, match="spread"):
+        draw_instances(2, spread=-0.1)

@@ -9,9 +9,16 @@ from lib.arrays import channels_from_covariance, dft_codebook, upa_covariance
 from lib.csi import mmse_error_covariance, mmse_estimate
 from lib.hybrid import HybridResult, digital_min_power, hybrid_sinr, init_codewords
 from lib.outage import (
+    OutageResult,
     bisect_margin,
     empirical_outage,
+    imperfect_csi_dataset,
+    instance_standard_error,
+    loaded_design,
     loaded_min_power,
+    margin_design,
+    margin_outage,
+    mean_power_db,
     robust_sdp_design,
     single_user_outage,
 )
@@ -117,3 +124,43 @@ def test_bad_input_rejected():
         loaded_min_power(Hh, F, 2.0, 1.0, -1.0, max_power=10.0)
     with pytest.raises(TypeError, match="H_true"):
         empirical_outage(H.real, digital_min_power(Hh, F, 2.0, 1.0), 2.0, 1.0)
+
+
+def test_chapter_pipeline_wrappers():
+    g = torch.Generator().manual_seed(4)
+    CB, _, _ = dft_codebook(4, 2)
+    tg = dict(sinr_targets=2.0, noise_var=1.0, max_power=100.0)
+    setup = dict(codebook=CB, n_rf=3, **tg)
+    data = imperfect_csi_dataset(12, g, pilot=10.0, users=2, n_h=4, n_v=2, **setup)
+    n = int(data.kept.sum())
+    assert data.kept.shape == (12,) and n >= 2
+    assert data.H.shape == data.H_hat.shape == (n, 2, 8) and data.error_energy.shape == (n, 2)
+    assert bool((data.error_energy > 0).all())
+    # margin design = greedy on the estimates with raised targets; margin_outage evaluates it
+    d1 = margin_design(data.H_hat, 1.0, **setup)
+    o1 = margin_outage(data.H, data.H_hat, 1.0, **setup)
+    ref = empirical_outage(data.H, d1, 2.0, 1.0, max_power=100.0)
+    assert o1.rate == ref.rate and torch.equal(o1.in_outage, ref.in_outage)
+    # loaded design = loaded_min_power with kappa * eps on the base analog matrix
+    ld = loaded_design(data.H_hat, d1, data.error_energy, 2.0, **tg)
+    ref_l = loaded_min_power(
+        data.H_hat, d1.F_RF, 2.0, 1.0, 2.0 * data.error_energy, max_power=100.0
+    )
+    assert torch.equal(ld.feasible, ref_l.feasible)
+    assert torch.allclose(ld.weighted_power, ref_l.weighted_power)
+    assert mean_power_db(o1) == pytest.approx(10 * math.log10(float(o1.power.mean())))
+    with pytest.raises(ValueError, match="kappa"):
+        loaded_design(data.H_hat, d1, data.error_energy, -1.0, **tg)
+    with pytest.raises(ValueError, match="pilot"):
+        imperfect_csi_dataset(2, g, pilot=0.0, **setup)
+
+
+def test_instance_standard_error():
+    # two instances of two users: per-instance fractions 1 and 0 -> std sqrt(1/2), s.e. 1/2
+    out = torch.tensor([[True, True], [False, False]])
+    o = OutageResult(0.5, out, torch.zeros(2, 2), torch.ones(2))
+    assert instance_standard_error(o) == pytest.approx(0.5)
+    assert instance_standard_error(out) == pytest.approx(0.5)
+    assert instance_standard_error(torch.zeros(5, 3, dtype=torch.bool)) == 0.0
+    with pytest.raises(ValueError, match="in_outage"):
+        instance_standard_error(torch.ones(1, 3, dtype=torch.bool))
