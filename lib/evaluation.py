@@ -1,0 +1,51 @@
+"""Small evaluation helpers shared by the chapters: averages with their uncertainty.
+
+Every averaged number the book prints comes with its standard error, computed
+the same way everywhere (:func:`mean_se`), and convergence statements such as
+"reaches -35 dB at iteration 24" use one definition (:func:`first_below`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+__all__ = ["mean_se", "first_below"]
+
+
+def mean_se(x, dim: int = -1):
+    """Sample mean along ``dim`` and its standard error :math:`\\hat\\sigma/\\sqrt{n}`.
+
+    ``x`` is a real tensor, array or sequence; :math:`\\hat\\sigma` is the unbiased
+    sample standard deviation and ``n`` the number of samples along ``dim``.
+    Returns two Python floats for one-dimensional input, otherwise two NumPy
+    arrays with ``dim`` removed.
+    """
+    t = torch.as_tensor(x)
+    if t.is_complex():
+        raise TypeError(f"x must be real, got {t.dtype}")
+    t = t.to(torch.float64)
+    if t.dim() == 0:
+        raise ValueError("x must have at least one dimension (the samples)")
+    n = t.shape[dim]
+    if n < 2:
+        raise ValueError(f"x needs at least 2 samples along dim {dim}, got {n}")
+    mean = t.mean(dim)
+    se = t.std(dim) / math.sqrt(n)
+    if mean.dim() == 0:
+        return float(mean), float(se)
+    return mean.numpy(), se.numpy()
+
+
+def first_below(curve, level: float) -> int | None:
+    """1-based index of the first entry of ``curve`` at or below ``level``, or ``None``.
+
+    Used for "iterations (or layers) needed to reach ``level`` dB".
+    """
+    c = np.asarray(curve, dtype=float)
+    if c.ndim != 1:
+        raise ValueError(f"curve must be one-dimensional, got shape {c.shape}")
+    hit = np.nonzero(c <= level)[0]
+    return int(hit[0]) + 1 if hit.size else None

@@ -1,0 +1,41 @@
+"""lib.evaluation: mean with standard error, first crossing of a level."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lib.evaluation import first_below, mean_se
+
+
+def test_mean_se_one_dimensional():
+    m, se = mean_se(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    assert m == 2.5 and math.isclose(se, np.std([1, 2, 3, 4], ddof=1) / 2)
+    assert isinstance(m, float) and isinstance(se, float)
+
+
+def test_mean_se_along_last_dim_matches_numpy():
+    x = torch.randn(3, 50, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    m, se = mean_se(x)
+    assert m.shape == (3,) and np.allclose(m, x.numpy().mean(-1))
+    assert np.allclose(se, x.numpy().std(-1, ddof=1) / math.sqrt(50))
+    m0, _ = mean_se(x, dim=0)
+    assert m0.shape == (50,)
+
+
+def test_mean_se_rejects():
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        mean_se([1.0])
+    with pytest.raises(TypeError, match="x must be real"):
+        mean_se(torch.ones(3, dtype=torch.complex64))
+    with pytest.raises(ValueError, match="at least one dimension"):
+        mean_se(torch.tensor(1.0))
+
+
+def test_first_below():
+    assert first_below([0.0, -10.0, -36.0, -40.0], -35.0) == 3
+    assert first_below(np.array([-1.0, -2.0]), -35.0) is None
+    assert first_below([-50.0], -35.0) == 1
+    with pytest.raises(ValueError, match="one-dimensional"):
+        first_below(np.zeros((2, 2)), 0.0)
