@@ -36,6 +36,8 @@ class ExportError(ValueError):
 
 def stub_code(source: str, where: str = "") -> tuple[str, int]:
     """Replace each marked solution block of a code cell; return the new source and the count."""
+    if BEGIN not in source and END not in source:
+        return source, 0  # cells without a solution are left byte for byte
     out, inside, count = [], False, 0
     for line in source.splitlines():
         stripped = line.strip()
@@ -54,7 +56,8 @@ def stub_code(source: str, where: str = "") -> tuple[str, int]:
             out.append(line)
     if inside:
         raise ExportError(f"{where}: '{BEGIN}' without '{END}'")
-    return "\n".join(out), count
+    trailing = "\n" if source.endswith("\n") else ""
+    return "\n".join(out) + trailing, count
 
 
 def _block_end(lines: list[str], i: int, fence: str) -> int:

@@ -88,3 +88,10 @@ def test_end_and_next_start_in_one_cell():
     student, n = student_notebook(nb)
     text = nbformat.writes(student)
     assert n == 2 and "Do B." in text and "Hidden hint" not in text
+
+
+def test_cells_without_solutions_are_unchanged():
+    for src in ("x = 1\n", "x = 1\n\n\n", "", "y = 2"):
+        assert stub_code(src) == (src, 0)
+    out, n = stub_code("### BEGIN SOLUTION\nx = 1\n### END SOLUTION\n")
+    assert n == 1 and out.endswith("\n")
