@@ -10,10 +10,15 @@ import time
 
 import torch
 
-from lib.arrays import channels_from_covariance, dft_codebook, upa_covariance
-from lib.downlink import min_power_duality, min_power_socp
-from lib.hybrid import greedy_codebook_selection, independent_candidates, init_codewords
-from lib.utils import set_threads
+from lib.core import set_threads
+from lib.phy import channels_from_covariance, dft_codebook, upa_covariance
+from lib.precoding import (
+    greedy_codebook_selection,
+    independent_candidates,
+    init_codewords,
+    min_power_duality,
+    min_power_socp,
+)
 
 set_threads()
 g = torch.Generator().manual_seed(0)

@@ -8,7 +8,8 @@ intra-op threads, side by side in one run, and prints the times and the ratio
 
 The workloads: AMP on the sparse-recovery reference problem (M=250, N=500,
 batch 100, 30 iterations), batched WMMSE on 10,000 4x4 channels (20 iterations),
-and 50 Adam steps of a 16-layer lean unrolled ISTA (batch 256, ``lib.unrolling``). The test run
+and 50 Adam steps of a 16-layer lean unrolled ISTA
+(batch 256, ``lib.learn.unrolling``). The test run
 executes two notebooks at a time (pytest-xdist, 2 workers), so one thread per
 notebook is the relevant choice there; this benchmark measures a notebook
 alone.
@@ -32,15 +33,16 @@ def run():
     sparse.amp(y, A, 30)
 """,
     "WMMSE, 10k channels": """
-from lib import channels, downlink
+from lib.phy import channels
+from lib import precoding
 H = channels.rayleigh(10000, 4, 4, generator=torch.Generator().manual_seed(0))
 def run():
-    downlink.wmmse(H, 10.0, 1.0, 20)
+    precoding.wmmse(H, 10.0, 1.0, 20)
 """,
     "unrolled ISTA, 50 Adam steps": """
 from lib import sparse
-from lib.unrolled_sparse import LeanISTA, make_sampler, nmse_loss
-from lib.unrolling import train_unrolled
+from lib.learn.unrolled_sparse import LeanISTA, make_sampler, nmse_loss
+from lib.learn import train_unrolled
 g = torch.Generator().manual_seed(0)
 A = sparse.gaussian_matrix(250, 500, generator=g)
 model = LeanISTA(A, 16)

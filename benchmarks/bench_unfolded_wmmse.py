@@ -1,6 +1,6 @@
 """FLOPs and wall time per batch: WMMSE vs unfolded WMMSE vs ZF/RZF (M = N = 4, 10 dB).
 
-Prints a table with, per method, the real flops per channel (lib.unfolded_wmmse.flops_*), the
+Prints a table with, per method, the real flops per channel (lib.learn.flops.flops_*), the
 median wall time for one batch of channels (torch, one thread, complex128) and both as ratios
 to the unfolded WMMSE with the same number of layers/iterations. The step sizes are those of the
 stored sweep when present (they do not change the cost).
@@ -17,9 +17,11 @@ from pathlib import Path
 
 import torch
 
-from lib.downlink import rayleigh_channel, rzf, sum_rate, wmmse, zf
-from lib.unfolded_wmmse import UnfoldedWMMSE, flops_rzf, flops_unfolded_wmmse, flops_wmmse, flops_zf
-from lib.utils import set_threads
+from lib.core import set_threads
+from lib.learn.flops import flops_rzf, flops_unfolded_wmmse, flops_wmmse, flops_zf
+from lib.learn.unfolded_wmmse import UnfoldedWMMSE
+from lib.phy import rayleigh
+from lib.precoding import rzf, sum_rate, wmmse, zf
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +48,7 @@ def main(argv=None):
     M = K = 4
     L, Kp = args.layers, args.pgd_steps
     P, s2 = 10 ** (args.snr_db / 10), 1.0
-    H = rayleigh_channel(args.batch, K, M, generator=torch.Generator().manual_seed(0))
+    H = rayleigh(args.batch, K, M, generator=torch.Generator().manual_seed(0))
 
     stored = ROOT / "results" / "unfolded_wmmse" / "step_sizes.json"
     key = f"snr{args.snr_db:g}_L{L}_K{Kp}_free"

@@ -1,4 +1,4 @@
-"""Batched torch WMMSE (``lib.downlink.wmmse``) against a per-channel NumPy loop of it.
+"""Batched torch WMMSE (``lib.precoding.wmmse``) against a per-channel NumPy loop of it.
 
 Usage::
 
@@ -19,8 +19,9 @@ import time
 import numpy as np
 import torch
 
-from lib import downlink as dl
-from lib.utils import set_seed, set_threads
+from lib import precoding as dl
+from lib.core import set_seed, set_threads
+from lib.phy import rayleigh
 
 
 def wmmse_numpy_one(H: np.ndarray, P: float, s2: float, iters: int, bisect_iters: int = 50):
@@ -77,7 +78,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     set_threads(args.threads)
     gen = set_seed(0)
-    H = dl.rayleigh_channel(args.channels, args.users, args.antennas, generator=gen)
+    H = rayleigh(args.channels, args.users, args.antennas, generator=gen)
     P, s2 = 1.0, 10 ** (-args.snr_db / 10)
 
     dl.wmmse(H[:10], P, s2, 2)  # warm-up

@@ -2,7 +2,7 @@
 
 M = N = 4, i.i.d. CN(0, I) channels, noise variance 1, power P = SNR, unit user weights,
 matched-filter start, step sizes initialised to 1, Adam, batch 100, loss eq. (14)
-(:func:`lib.unfolded_wmmse.wsr_loss`). Each network with ``L`` layers is warm-started from the
+(:func:`lib.learn.wsr_loss`). Each network with ``L`` layers is warm-started from the
 trained ``L - 1``-layer network of the same series (its step sizes, the last layer copied),
 then trained for ``--steps`` Adam steps at ``--lr`` and ``--steps // 4`` more at ``lr / 10``.
 
@@ -42,8 +42,9 @@ from pathlib import Path
 
 import torch
 
-from lib.downlink import rayleigh_channel
-from lib.unfolded_wmmse import (
+from lib.core import set_threads
+from lib.learn import train_unrolled
+from lib.learn.unfolded_wmmse import (
     UnfoldedWMMSE,
     make_sampler,
     per_layer_wsr,
@@ -51,8 +52,7 @@ from lib.unfolded_wmmse import (
     truncated_wmmse_wsr,
     wsr_loss,
 )
-from lib.unrolling import train_unrolled
-from lib.utils import set_threads
+from lib.phy import rayleigh
 
 M = N = 4
 NOISE_VAR = 1.0
@@ -73,7 +73,7 @@ N_TEST = 10_000
 def test_channels(snr_db: float, n: int = N_TEST) -> torch.Tensor:
     """The stored test set of one SNR: ``n`` channels, generator seed ``1000 + 10 * snr_db``."""
     g = torch.Generator().manual_seed(1000 + int(round(10 * snr_db)))
-    return rayleigh_channel(n, N, M, generator=g)
+    return rayleigh(n, N, M, generator=g)
 
 
 def key(snr_db, L, K, variant) -> str:
@@ -274,7 +274,7 @@ def main(argv=None):
         "power": "10**(snr_db/10) * noise_var",
         "init": "matched filter at full power; step sizes 1",
         "channels": "i.i.d. CN(0, 1)",
-        "test_set": f"{N_TEST} channels per SNR, rayleigh_channel, Generator seed 1000 + 10*snr_db",
+        "test_set": f"{N_TEST} channels per SNR, rayleigh, Generator seed 1000 + 10*snr_db",
         "dtype": "complex128",
     }
     cache = {}

@@ -9,7 +9,7 @@ Writes to ``--out`` (default ``results/unrolled_sparse``):
                      times, and the exact command line that produced the files.
 
 The problem constants, the model registry (``build``), the test set and ``load`` live in
-``lib.pretrained_sparse``, which the chapters and the tests import.
+``lib.chapters.pretrained_sparse``, which the chapters and the tests import.
 
 Usage (CPU, about 15-25 minutes on one thread)::
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from lib import sparse
-from lib.pretrained_sparse import (
+from lib.chapters.pretrained_sparse import (
     LAM,
     MODELS,
     SNR_DB,
@@ -40,9 +40,9 @@ from lib.pretrained_sparse import (
     generate_reference_matrix,
     test_set,
 )
-from lib.unrolled_sparse import make_sampler, nmse_loss
-from lib.unrolling import count_parameters, train_unrolled
-from lib.utils import set_threads
+from lib.core import set_threads
+from lib.learn import count_parameters, train_unrolled
+from lib.learn.unrolled_sparse import make_sampler, nmse_loss
 
 
 def main(argv=None):

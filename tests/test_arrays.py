@@ -1,4 +1,4 @@
-"""Tests of lib.arrays: UPA steering, local-scattering covariances, DFT codebooks."""
+"""Tests of lib.phy.arrays: UPA steering, local-scattering covariances, DFT codebooks."""
 
 import math
 
@@ -7,9 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lib import channels
-from lib.arrays import (
+from lib.phy import (
     beam_gain,
+    channels,
     channels_from_covariance,
     dft_codebook,
     kron_covariance,

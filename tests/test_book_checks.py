@@ -29,14 +29,20 @@ def _book(tmp_path: Path, error: bool) -> Path:
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("1 / 0" if error else "1 + 1", execution_count=1)
     if error:
-        cell.outputs = [nbformat.v4.new_output("error", ename="ZeroDivisionError",
-                                               evalue="division by zero", traceback=[])]
+        cell.outputs = [
+            nbformat.v4.new_output(
+                "error", ename="ZeroDivisionError", evalue="division by zero", traceback=[]
+            )
+        ]
     else:
-        cell.outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "2"},
-                                               execution_count=1)]
+        cell.outputs = [
+            nbformat.v4.new_output("execute_result", data={"text/plain": "2"}, execution_count=1)
+        ]
     nb.cells = [nbformat.v4.new_markdown_cell("# A chapter"), cell]
     nb.metadata["kernelspec"] = {
-        "name": "python3", "display_name": "Python 3", "language": "python"
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
     }
     nbformat.write(nb, tmp_path / "nb.ipynb")
     return tmp_path
@@ -47,7 +53,9 @@ def test_stored_error_output_fails_the_build(tmp_path, error):
     book = _book(tmp_path, error)
     run = subprocess.run(
         [str(JB), "build", str(book), "-W", "-n", "--keep-going"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     log = run.stdout + run.stderr
     if error:

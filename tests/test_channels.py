@@ -1,9 +1,9 @@
-"""lib.channels: channel statistics, shapes and the received-signal model."""
+"""lib.phy.channels: channel statistics, shapes and the received-signal model."""
 
 import pytest
 import torch
 
-from lib import channels
+from lib.phy import channels
 
 
 def gen(seed=0):

@@ -1,17 +1,19 @@
-"""Tests of lib.csi: MMSE estimation and the Type-II-like feedback quantiser."""
+"""Tests of lib.phy.csi: MMSE estimation and the Type-II-like feedback quantiser."""
 
 import math
 
 import pytest
 import torch
 
-from lib.arrays import channels_from_covariance, dft_codebook, upa_covariance
-from lib.csi import (
+from lib.phy import (
+    channels_from_covariance,
+    dft_codebook,
     estimation_nmse_db,
     mmse_error_covariance,
     mmse_estimate,
     type2_feedback_bits,
     type2_quantize,
+    upa_covariance,
 )
 
 

@@ -1,4 +1,4 @@
-"""Tests of lib.distribution_shift on a small problem (M=40, N=80, untrained 4-layer networks)."""
+"""Tests of lib.chapters.distribution_shift on a small problem (M=40, N=80, untrained networks)."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lib import sparse
-from lib.distribution_shift import (
+from lib.chapters.distribution_shift import (
     REFERENCES,
     degradation_db,
     evaluate_shift,
@@ -16,7 +16,7 @@ from lib.distribution_shift import (
     sweep_shifts,
     with_condition_number,
 )
-from lib.unrolled_sparse import LISTA, LeanISTA, with_matrix
+from lib.learn.unrolled_sparse import LISTA, LeanISTA, with_matrix
 
 torch.set_num_threads(1)
 M, N, P = 40, 80, 0.1

@@ -1,4 +1,4 @@
-"""Tests of lib.downlink: rates, linear precoders, WMMSE, DPC sum capacity, power minimisation."""
+"""Tests of lib.precoding: rates, linear precoders, WMMSE, DPC sum capacity, power minimisation."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lib import downlink as dl
-from lib.utils import set_threads
+from lib import precoding as dl
+from lib.core import set_threads
+from lib.phy import rayleigh
 
 set_threads(1)
 
@@ -29,8 +30,8 @@ def _power(V):
 # SINR and sum rate
 # --------------------------------------------------------------------------- #
 def test_sinr_matches_definition_loop():
-    H = dl.rayleigh_channel(3, 3, 4, generator=_gen(0))
-    V = dl.rayleigh_channel(3, 4, 3, generator=_gen(1))
+    H = rayleigh(3, 3, 4, generator=_gen(0))
+    V = rayleigh(3, 4, 3, generator=_gen(1))
     s2 = torch.tensor([0.1, 1.0, 2.0], dtype=torch.float64)
     got = dl.sinr(H, V, s2)
     for b in range(3):
@@ -42,7 +43,7 @@ def test_sinr_matches_definition_loop():
 
 
 def test_sum_rate_weights_shapes():
-    H = dl.rayleigh_channel(4, 3, 3, generator=_gen(2))
+    H = rayleigh(4, 3, 3, generator=_gen(2))
     V = dl.mrt(H, 1.0)
     g = dl.sinr(H, V, 0.5)
     w = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
@@ -65,7 +66,7 @@ def test_sum_rate_weights_shapes():
 )
 def test_every_precoder_meets_power_constraint(K, extra, snr_db, seed):
     M = K + extra
-    H = dl.rayleigh_channel(5, K, M, generator=_gen(seed))
+    H = rayleigh(5, K, M, generator=_gen(seed))
     P = torch.rand(5, generator=_gen(seed + 1), dtype=torch.float64) * 10 + 0.1
     s2 = P / 10 ** (snr_db / 10)
     for V in (
@@ -83,7 +84,7 @@ def test_every_precoder_meets_power_constraint(K, extra, snr_db, seed):
 
 
 def test_wmmse_uses_full_power_when_users_equal_antennas():
-    H = dl.rayleigh_channel(50, 4, 4, generator=_gen(3))
+    H = rayleigh(50, 4, 4, generator=_gen(3))
     V = dl.wmmse(H, 2.0, 0.2, 10)
     torch.testing.assert_close(
         _power(V), torch.full((50,), 2.0, dtype=torch.float64), rtol=1e-9, atol=0
@@ -91,7 +92,7 @@ def test_wmmse_uses_full_power_when_users_equal_antennas():
 
 
 def test_zf_nulls_interference():
-    H = dl.rayleigh_channel(20, 3, 5, generator=_gen(4))
+    H = rayleigh(20, 3, 5, generator=_gen(4))
     G = H @ dl.zf(H, 1.0)
     off = G - torch.diag_embed(torch.diagonal(G, dim1=-2, dim2=-1))
     assert off.abs().max() < 1e-10 * G.abs().max()
@@ -99,14 +100,14 @@ def test_zf_nulls_interference():
 
 
 def test_rzf_limits():
-    H = dl.rayleigh_channel(10, 3, 4, generator=_gen(5))
+    H = rayleigh(10, 3, 4, generator=_gen(5))
     torch.testing.assert_close(dl.rzf(H, 1.0, 1e-12), dl.zf(H, 1.0), rtol=1e-6, atol=1e-8)
     # huge noise: RZF direction -> MRT
     torch.testing.assert_close(dl.rzf(H, 1.0, 1e9), dl.mrt(H, 1.0), rtol=1e-6, atol=1e-8)
 
 
 def test_zf_rejects_more_users_than_antennas():
-    H = dl.rayleigh_channel(2, 5, 4, generator=_gen(6))
+    H = rayleigh(2, 5, 4, generator=_gen(6))
     with pytest.raises(ValueError, match="users <= antennas"):
         dl.zf(H, 1.0)
 
@@ -116,7 +117,7 @@ def test_zf_rejects_more_users_than_antennas():
 # --------------------------------------------------------------------------- #
 @pytest.mark.parametrize("K,M,snr_db", [(4, 4, 10.0), (4, 4, 20.0), (6, 4, 5.0), (2, 5, 0.0)])
 def test_wmmse_wsr_monotone(K, M, snr_db):
-    H = dl.rayleigh_channel(100, K, M, generator=_gen(7))
+    H = rayleigh(100, K, M, generator=_gen(7))
     alpha = torch.rand(K, generator=_gen(8), dtype=torch.float64) + 0.5
     s2 = 10 ** (-snr_db / 10)
     V, Vs = dl.wmmse(H, 1.0, s2, 15, alpha, history=True)
@@ -128,7 +129,7 @@ def test_wmmse_wsr_monotone(K, M, snr_db):
 
 
 def test_wmmse_tol_stops_samples_and_stays_monotone():
-    H = dl.rayleigh_channel(200, 4, 4, generator=_gen(9))
+    H = rayleigh(200, 4, 4, generator=_gen(9))
     s2 = 0.1
     V_fixed = dl.wmmse(H, 1.0, s2, 200)
     V_tol = dl.wmmse(H, 1.0, s2, 200, tol=1e-6)
@@ -143,7 +144,7 @@ def test_wmmse_tol_stops_samples_and_stays_monotone():
 
 
 def test_wmmse_zero_iterations_returns_init_and_V0_is_used():
-    H = dl.rayleigh_channel(5, 3, 3, generator=_gen(10))
+    H = rayleigh(5, 3, 3, generator=_gen(10))
     torch.testing.assert_close(dl.wmmse(H, 1.0, 0.1, 0), dl.matched_filter_init(H, 1.0))
     V0 = dl.zf(H, 1.0)
     V1 = dl.wmmse(H, 1.0, 0.1, 1, V0=V0)
@@ -153,7 +154,7 @@ def test_wmmse_zero_iterations_returns_init_and_V0_is_used():
 
 
 def test_wmmse_blocks_mmse_properties():
-    H = dl.rayleigh_channel(30, 4, 4, generator=_gen(11))
+    H = rayleigh(30, 4, 4, generator=_gen(11))
     V = dl.rzf(H, 1.0, 0.1)
     u = dl.wmmse_receivers(H, V, 0.1)
     w = dl.wmmse_weights(H, V, u, 0.1)
@@ -169,7 +170,7 @@ def test_wmmse_blocks_mmse_properties():
 
 def test_wmmse_precoder_solves_lagrangian_stationarity():
     """V satisfies (A + mu I) v_k = alpha_k w_k u_k h_k with mu >= 0 and the power budget."""
-    H = dl.rayleigh_channel(20, 3, 4, generator=_gen(12))
+    H = rayleigh(20, 3, 4, generator=_gen(12))
     alpha = torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
     V0 = dl.mrt(H, 1.0)
     u = dl.wmmse_receivers(H, V0, 0.3)
@@ -202,7 +203,7 @@ def test_bisect_mu_root():
 # DPC sum capacity
 # --------------------------------------------------------------------------- #
 def test_dpc_matches_cvxpy_and_bounds_wmmse():
-    H = dl.rayleigh_channel(4, 3, 3, generator=_gen(14))
+    H = rayleigh(4, 3, 3, generator=_gen(14))
     s2 = torch.tensor([1.0, 0.1, 0.01, 0.3], dtype=torch.float64)
     c, q, gap = dl.dpc_sum_capacity(H, 1.0, s2, return_powers=True)
     c_ref = dl.dpc_sum_capacity_cvxpy(H, 1.0, s2)
@@ -213,7 +214,7 @@ def test_dpc_matches_cvxpy_and_bounds_wmmse():
 
 
 def test_dpc_single_user_is_mrt_capacity():
-    H = dl.rayleigh_channel(10, 1, 4, generator=_gen(15))
+    H = rayleigh(10, 1, 4, generator=_gen(15))
     c = dl.dpc_sum_capacity(H, 2.0, 0.5)
     ref = torch.log2(1 + 2.0 * (H.abs() ** 2).sum((-2, -1)) / 0.5)
     torch.testing.assert_close(c, ref, rtol=1e-10, atol=1e-10)
@@ -224,7 +225,7 @@ def test_dpc_single_user_is_mrt_capacity():
 # --------------------------------------------------------------------------- #
 def test_socp_and_duality_agree_on_feasible_instances():
     g = _gen(16)
-    H = dl.rayleigh_channel(6, 4, 4, generator=g)
+    H = rayleigh(6, 4, 4, generator=g)
     gam = 10 ** (torch.rand(6, 4, generator=g, dtype=torch.float64) * 1.5 - 0.5)  # -5..10 dB
     r_dual = dl.min_power_duality(H, gam, 0.1)
     r_socp = dl.min_power_socp(H, gam, 0.1)
@@ -238,10 +239,10 @@ def test_socp_and_duality_agree_on_feasible_instances():
 
 def test_socp_and_duality_flag_infeasible_instance():
     # two users with the same channel cannot both reach SINR 2: gamma_1 gamma_2 < 1 is needed
-    h = dl.rayleigh_channel(1, 1, 3, generator=_gen(17))
-    h2 = dl.rayleigh_channel(1, 1, 3, generator=_gen(18))
+    h = rayleigh(1, 1, 3, generator=_gen(17))
+    h2 = rayleigh(1, 1, 3, generator=_gen(18))
     H = torch.cat([torch.cat([h, h], 1), torch.cat([h2, h2 * 1j], 1)], 0)  # (2, 2, 3)
-    good = dl.rayleigh_channel(1, 2, 3, generator=_gen(19))
+    good = rayleigh(1, 2, 3, generator=_gen(19))
     H = torch.cat([H, good], 0)
     r_dual = dl.min_power_duality(H, 2.0, 1.0)
     r_socp = dl.min_power_socp(H, 2.0, 1.0)
@@ -254,7 +255,7 @@ def test_socp_and_duality_flag_infeasible_instance():
 
 def test_duality_batched_any_shape_no_nan():
     g = _gen(20)
-    H = dl.rayleigh_channel(300, 6, 3, generator=g)  # more users than antennas
+    H = rayleigh(300, 6, 3, generator=g)  # more users than antennas
     gam_db = torch.rand(300, 1, generator=g, dtype=torch.float64) * 6 - 4  # -4..2 dB per sample
     gam = (10 ** (gam_db / 10)).expand(300, 6)
     r = dl.min_power_duality(H, gam, 1.0)
@@ -279,7 +280,7 @@ def test_duality_batched_any_shape_no_nan():
 # Input validation
 # --------------------------------------------------------------------------- #
 def test_rejects_bad_inputs():
-    H = dl.rayleigh_channel(2, 3, 4, generator=_gen(21))
+    H = rayleigh(2, 3, 4, generator=_gen(21))
     with pytest.raises(TypeError, match="H must be a complex tensor"):
         dl.mrt(H.real, 1.0)
     with pytest.raises(ValueError, match=r"H must have shape \(batch, users, antennas\)"):
@@ -304,7 +305,7 @@ def test_rejects_bad_inputs():
 
 def test_blocks_are_differentiable():
     """The unfolded-WMMSE chapter backpropagates through the u and w updates."""
-    H = dl.rayleigh_channel(4, 3, 3, generator=_gen(22))
+    H = rayleigh(4, 3, 3, generator=_gen(22))
     V = dl.mrt(H, 1.0).clone().requires_grad_(True)
     u = dl.wmmse_receivers(H, V, 0.1)
     w = dl.wmmse_weights(H, V, u, 0.1)
@@ -315,7 +316,7 @@ def test_blocks_are_differentiable():
 
 
 def test_complex64_runs_with_single_precision_power():
-    H = dl.rayleigh_channel(50, 4, 4, generator=_gen(23), dtype=torch.complex64)
+    H = rayleigh(50, 4, 4, generator=_gen(23), dtype=torch.complex64)
     V = dl.wmmse(H, 1.0, 0.1, 5)
     assert V.dtype == torch.complex64
     assert torch.all((_power(V) - 1).abs() < 1e-5)
@@ -323,7 +324,7 @@ def test_complex64_runs_with_single_precision_power():
 
 
 def test_socp_accepts_tensors_with_the_conjugate_bit():
-    H = dl.rayleigh_channel(2, 2, 3, generator=_gen(30))
+    H = rayleigh(2, 2, 3, generator=_gen(30))
     lazy = H.conj()  # a view with the conjugate bit set (as .mH returns)
     assert lazy.is_conj()
     res_lazy = dl.min_power_socp(lazy, 0.5, 1.0)

@@ -1,4 +1,4 @@
-"""lib.evaluation: mean with standard error, first crossing of a level."""
+"""lib.core.evaluation: mean with standard error, first crossing of a level."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib.evaluation import first_below, mean_se
+from lib.core import first_below, mean_se
 
 
 def test_mean_se_one_dimensional():

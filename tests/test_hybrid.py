@@ -1,20 +1,20 @@
-"""Tests of lib.hybrid: digital sub-problem via lib.downlink, greedy and exhaustive selection."""
+"""Tests of lib.precoding.hybrid: digital sub-problem, greedy and exhaustive selection."""
 
 import math
 
 import pytest
 import torch
 
-from lib.arrays import channels_from_covariance, dft_codebook, upa_covariance
-from lib.downlink import min_power_socp
-from lib.hybrid import (
+from lib.chapters.hybrid import draw_instances
+from lib.phy import channels_from_covariance, dft_codebook, upa_covariance
+from lib.precoding import (
     digital_min_power,
-    draw_instances,
     exhaustive_search,
     fully_digital_min_power,
     greedy_codebook_selection,
     hybrid_sinr,
     init_codewords,
+    min_power_socp,
     power_weights,
 )
 

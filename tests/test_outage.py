@@ -1,24 +1,34 @@
-"""Tests of lib.outage: empirical outage, margin bisection, robust designs."""
+"""Tests of lib.precoding.robust: empirical outage, margin bisection, robust designs."""
 
 import math
 
 import pytest
 import torch
 
-from lib.arrays import channels_from_covariance, dft_codebook, upa_covariance
-from lib.csi import mmse_error_covariance, mmse_estimate
-from lib.hybrid import HybridResult, digital_min_power, hybrid_sinr, init_codewords
-from lib.outage import (
-    OutageResult,
-    bisect_margin,
-    empirical_outage,
+from lib.chapters.hybrid import (
     imperfect_csi_dataset,
     instance_standard_error,
     loaded_design,
-    loaded_min_power,
     margin_design,
     margin_outage,
     mean_power_db,
+)
+from lib.phy import (
+    channels_from_covariance,
+    dft_codebook,
+    mmse_error_covariance,
+    mmse_estimate,
+    upa_covariance,
+)
+from lib.precoding import (
+    HybridResult,
+    OutageResult,
+    bisect_margin,
+    digital_min_power,
+    empirical_outage,
+    hybrid_sinr,
+    init_codewords,
+    loaded_min_power,
     robust_sdp_design,
     single_user_outage,
 )

@@ -4,7 +4,7 @@
   ``sionna.phy.channel.utils.exp_corr_mat``;
 * Sionna's ``one_ring_corr_mat`` is the small-angular-spread approximation of
   the Gaussian local-scattering model (Bjornson et al. 2017, eq. (2.24)), which
-  ``lib.arrays.local_scattering_covariance`` integrates numerically: the two must
+  ``lib.phy.local_scattering_covariance`` integrates numerically: the two must
   agree closely for narrow spreads, and the gap must shrink with the spread.
 """
 
@@ -14,7 +14,7 @@ import pytest
 import sionna.phy.channel.utils as sionna_utils  # installed by `make setup` (--no-deps)
 import torch
 
-from lib import arrays, channels
+from lib.phy import arrays, channels
 
 
 @pytest.mark.parametrize("rho", [0.0, 0.3, 0.9, 0.99])
@@ -30,7 +30,9 @@ def test_local_scattering_approaches_one_ring_for_narrow_spread(phi_deg):
     gaps = []
     for spread_deg in (1.0, 2.0, 5.0, 10.0):
         theirs = sionna_utils.one_ring_corr_mat(
-            torch.tensor(phi_deg, dtype=torch.float64), 8, sigma_phi_deg=spread_deg,
+            torch.tensor(phi_deg, dtype=torch.float64),
+            8,
+            sigma_phi_deg=spread_deg,
             precision="double",
         )
         ours = arrays.local_scattering_covariance(

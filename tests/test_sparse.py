@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lib import sparse as sp
-from lib.utils import set_threads
+from lib.core import set_threads
+from lib.sparse.evolution import _np_denoiser, _scalar_mse
 
 set_threads(1)
 
@@ -189,9 +190,9 @@ def test_state_evolution_quadrature_matches_monte_carlo():
         R = X + math.sqrt(tau2) * torch.randn(n, generator=g, dtype=torch.float64)
         mc = float(((sp.soft_threshold(R, 1.2 * math.sqrt(tau2)) - X) ** 2).mean())
         mc_bg = float(((sp.bg_mmse_denoiser(R, tau2, 0.1)[0] - X) ** 2).mean())
-        eta = sp._np_denoiser("soft", 1.2, 0.1, 1.0)
-        quad, _ = sp._scalar_mse(eta, tau2, 0.1, 1.0, 4001)
-        quad_bg, _ = sp._scalar_mse(sp._np_denoiser("bg", None, 0.1, 1.0), tau2, 0.1, 1.0, 4001)
+        eta = _np_denoiser("soft", 1.2, 0.1, 1.0)
+        quad, _ = _scalar_mse(eta, tau2, 0.1, 1.0, 4001)
+        quad_bg, _ = _scalar_mse(_np_denoiser("bg", None, 0.1, 1.0), tau2, 0.1, 1.0, 4001)
         assert quad == pytest.approx(mc, rel=0.02)
         assert quad_bg == pytest.approx(mc_bg, rel=0.02)
 

@@ -1,4 +1,4 @@
-"""Tests of lib.unfolded_wmmse: eq. (12), ReLU projection, Algorithm 1, training, stored sweep."""
+"""Tests of lib.learn.unfolded_wmmse: eq. (12), projection, Algorithm 1, training, stored sweep."""
 
 import json
 import math
@@ -9,22 +9,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lib.downlink import (
-    matched_filter_init,
-    rayleigh_channel,
-    sum_rate,
-    wmmse,
-    wmmse_precoder,
-    wmmse_receivers,
-    wmmse_weights,
-)
-from lib.unfolded_wmmse import (
+from lib.learn import UnrolledModel, train_unrolled
+from lib.learn.flops import flops_rzf, flops_unfolded_wmmse, flops_wmmse, flops_zf
+from lib.learn.unfolded_wmmse import (
     PGDStepSizes,
     UnfoldedWMMSE,
-    flops_rzf,
-    flops_unfolded_wmmse,
-    flops_wmmse,
-    flops_zf,
     make_sampler,
     per_layer_wsr,
     pgd_gradient,
@@ -34,7 +23,15 @@ from lib.unfolded_wmmse import (
     truncated_wmmse_wsr,
     wsr_loss,
 )
-from lib.unrolling import UnrolledModel, train_unrolled
+from lib.phy import rayleigh
+from lib.precoding import (
+    matched_filter_init,
+    sum_rate,
+    wmmse,
+    wmmse_precoder,
+    wmmse_receivers,
+    wmmse_weights,
+)
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +40,7 @@ STORED = ROOT / "results" / "unfolded_wmmse" / "step_sizes.json"
 
 def _setup(B=6, K=4, M=4, P=10.0, s2=1.0, seed=0, shrink=0.7):
     g = torch.Generator().manual_seed(seed)
-    H = rayleigh_channel(B, K, M, generator=g)
+    H = rayleigh(B, K, M, generator=g)
     V = matched_filter_init(H, P) * shrink
     u = wmmse_receivers(H, V, s2)
     w = wmmse_weights(H, V, u, s2)
@@ -173,7 +170,7 @@ def test_truncated_wmmse_matches_lib_downlink():
 def test_training_improves_wsr_and_progressive_extension():
     sampler = make_sampler(4, 4, 10.0)
     m = UnfoldedWMMSE(1, 4)
-    H = rayleigh_channel(2000, 4, 4, generator=torch.Generator().manual_seed(11))
+    H = rayleigh(2000, 4, 4, generator=torch.Generator().manual_seed(11))
     before = float(per_layer_wsr(m, H, 10.0, 1.0).mean())
     h = train_unrolled(
         m, sampler, wsr_loss, finetune_steps=60, lr=3e-2, batch_size=64, progress=False
@@ -258,7 +255,7 @@ def test_stored_step_sizes_reproduce_stored_wsr(name):
     model = UnfoldedWMMSE.from_step_sizes(e["step_sizes"], same_step=e["same_step"])
     P = 10 ** (e["snr_db"] / 10)
     # 1) fresh channels (not the stored test set): within 4 combined standard errors
-    H = rayleigh_channel(3000, 4, 4, generator=torch.Generator().manual_seed(424242))
+    H = rayleigh(3000, 4, 4, generator=torch.Generator().manual_seed(424242))
     r = per_layer_wsr(model, H, P, 1.0)[-1]
     se = math.hypot(float(r.std()) / math.sqrt(3000), e["test"]["wsr_se"])
     assert abs(float(r.mean()) - e["test"]["wsr_per_layer"][-1]) < 4 * se

@@ -1,11 +1,14 @@
-"""Tests of lib.unrolled_sparse: initialisation theorem, denoisers, ALISTA weight, contraction,
-matrix swapping, a short training run, and a re-evaluation of the stored paper-scale weights."""
+"""Tests of lib.learn.unrolled_sparse: initialisation theorem, denoisers, ALISTA weight,
+contraction, matrix swapping, a short training run, and a re-evaluation of the stored
+paper-scale weights."""
 
 import pytest
 import torch
 
-from lib import pretrained_sparse, sparse
-from lib.unrolled_sparse import (
+from lib import sparse
+from lib.chapters import pretrained_sparse
+from lib.learn import count_parameters, train_unrolled
+from lib.learn.unrolled_sparse import (
     LAMP,
     LISTA,
     LeanISTA,
@@ -22,7 +25,6 @@ from lib.unrolled_sparse import (
     soft,
     with_matrix,
 )
-from lib.unrolling import count_parameters, train_unrolled
 
 torch.set_num_threads(1)
 M, N, P = 40, 80, 0.1

@@ -1,10 +1,10 @@
-"""Tests of the generic unrolling toolkit (lib.unrolling) on a toy unrolled gradient descent."""
+"""Tests of the generic unrolling toolkit (lib.learn.unrolling) on a toy unrolled descent."""
 
 import pytest
 import torch
 from torch import nn
 
-from lib.unrolling import (
+from lib.learn import (
     TrainHistory,
     UnrolledModel,
     count_parameters,
@@ -85,8 +85,18 @@ def test_n_layers_validation():
 def test_training_reduces_loss_and_is_seeded():
     def run():
         model = UnrolledGD(4, 0.05)
-        hist = train_unrolled(model, sampler, last_mse, steps_per_layer=10, refine_steps=5,
-                              finetune_steps=30, batch_size=32, lr=0.05, seed=3, progress=False)
+        hist = train_unrolled(
+            model,
+            sampler,
+            last_mse,
+            steps_per_layer=10,
+            refine_steps=5,
+            finetune_steps=30,
+            batch_size=32,
+            lr=0.05,
+            seed=3,
+            progress=False,
+        )
         return model, hist
 
     m1, h1 = run()
@@ -113,8 +123,19 @@ def test_growth_trains_only_the_new_layer():
         seen.append((t, [bool(l.step.requires_grad) for l in model.layers]))
         return torch.zeros((), dtype=torch.float64)
 
-    train_unrolled(model, sampler, last_mse, steps_per_layer=2, refine_steps=1, finetune_steps=1,
-                   batch_size=8, lr=0.01, penalty=probe, penalty_weight=1.0, progress=False)
+    train_unrolled(
+        model,
+        sampler,
+        last_mse,
+        steps_per_layer=2,
+        refine_steps=1,
+        finetune_steps=1,
+        batch_size=8,
+        lr=0.01,
+        penalty=probe,
+        penalty_weight=1.0,
+        progress=False,
+    )
     assert seen[0] == (1, [True, False, False])
     assert seen[2] == (1, [True, False, False])  # refine-1: layers 1..1
     assert seen[3] == (2, [False, True, False])
@@ -128,8 +149,16 @@ def test_caller_frozen_parameters_stay_frozen():
     model = UnrolledGD(3, 0.05)
     model.layers[1].step.requires_grad_(False)
     before = model.layers[1].step.detach().clone()
-    train_unrolled(model, sampler, last_mse, steps_per_layer=3, finetune_steps=5,
-                   batch_size=8, lr=0.05, progress=False)
+    train_unrolled(
+        model,
+        sampler,
+        last_mse,
+        steps_per_layer=3,
+        finetune_steps=5,
+        batch_size=8,
+        lr=0.05,
+        progress=False,
+    )
     assert torch.equal(model.layers[1].step.detach(), before)
     assert not model.layers[1].step.requires_grad
     assert model.layers[0].step.item() != 0.05
@@ -153,6 +182,7 @@ def test_shared_parameters_and_counts():
     assert count_parameters(m, trainable_only=False) == 3
     freeze_layers(m, None)
     assert count_parameters(m) == 3
+
     class C(nn.Module):
         def __init__(self):
             super().__init__()
@@ -167,8 +197,17 @@ def test_penalty_is_added_and_recorded():
     def pen(model, t):
         return sum((l.step - 0.2) ** 2 for l in model.layers[:t])
 
-    h = train_unrolled(model, sampler, last_mse, finetune_steps=300, batch_size=8, lr=0.05,
-                       penalty=pen, penalty_weight=1e4, progress=False)
+    h = train_unrolled(
+        model,
+        sampler,
+        last_mse,
+        finetune_steps=300,
+        batch_size=8,
+        lr=0.05,
+        penalty=pen,
+        penalty_weight=1e4,
+        progress=False,
+    )
     assert len(h.penalty) == 300 and h.penalty[-1] < h.penalty[0]
     assert all(abs(l.step.item() - 0.2) < 0.02 for l in model.layers)
 
@@ -198,8 +237,9 @@ def test_argument_validation_and_nan_detection():
 def test_history_can_be_continued_and_to_device():
     model = UnrolledGD(2, 0.05)
     h = train_unrolled(model, sampler, last_mse, finetune_steps=3, batch_size=4, progress=False)
-    h2 = train_unrolled(model, sampler, last_mse, finetune_steps=2, batch_size=4, progress=False,
-                        history=h)
+    h2 = train_unrolled(
+        model, sampler, last_mse, finetune_steps=2, batch_size=4, progress=False, history=h
+    )
     assert h2 is h and len(h) == 5 and isinstance(h, TrainHistory)
     moved = to_device({"a": (torch.ones(1), [torch.zeros(2)]), "b": 3}, torch.device("cpu"))
     assert moved["b"] == 3 and moved["a"][1][0].shape == (2,)

@@ -1,4 +1,4 @@
-"""lib.utils: seeding, devices, dB conversions and input validation."""
+"""lib.core: seeding, devices, dB conversions and input validation."""
 
 import math
 
@@ -8,7 +8,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lib import utils
+from lib import core as utils
 
 
 def test_set_seed_reproducible():

@@ -73,7 +73,8 @@ def test_student_copy_reaches_its_first_stub(student_dir, path):
     assert BEGIN in original[stop].source
     tree = ast.parse(student[stop].source)  # valid Python
     raises = [
-        n for n in ast.walk(tree)
+        n
+        for n in ast.walk(tree)
         if isinstance(n, ast.Raise) and "NotImplementedError" in ast.unparse(n)
     ]
     assert raises, "the stub cell does not raise NotImplementedError"

@@ -21,8 +21,8 @@ import math
 
 import torch
 
-from lib import channels
-from lib.utils import check_complex, check_positive_int, check_tensor
+from lib.core.checks import check_complex, check_positive_int, check_tensor
+from lib.phy import channels
 
 __all__ = [
     "ula_response",
@@ -164,13 +164,13 @@ def channels_from_covariance(
 ) -> torch.Tensor:
     """One Rayleigh channel per covariance: ``R (..., users, n, n)`` -> ``H (..., users, n)``.
 
-    A thin wrapper over :func:`lib.channels.correlated_rayleigh`, which draws ``batch`` channels
+    A thin wrapper over :func:`lib.phy.correlated_rayleigh`, which draws ``batch`` channels
     from covariances *shared* by the batch. Here every instance has its own user covariances
     (``R`` of shape ``(batch, users, n, n)``, e.g. from :func:`upa_covariance` with per-instance
     angles), so all ``batch * users`` covariances are passed as "users" of one draw. The result
     is the book's downlink matrix ``H`` (row ``k`` is :math:`\\mathbf h_k^{\\mathsf H}`,
     :math:`\\mathbf h_k = \\mathbf R_k^{1/2} \\mathbf z_k`); for many draws from one fixed
-    covariance call :func:`lib.channels.correlated_rayleigh` directly.
+    covariance call :func:`lib.phy.correlated_rayleigh` directly.
     """
     check_complex(R, "R")
     if R.dim() < 2 or R.shape[-1] != R.shape[-2]:

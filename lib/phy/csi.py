@@ -16,7 +16,7 @@ Two CSI-degradation models of Schynol et al., Sec. 5.1.4:
 
 Functions take the book's downlink matrix ``H`` of shape ``(batch, users, N)`` with rows
 ``h_k^H`` and per-user covariances ``R`` ``(batch, users, N, N)`` of the column vectors
-``h_k`` (as built by :mod:`lib.arrays`).
+``h_k`` (as built by :mod:`lib.phy.arrays`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from lib.utils import check_complex, check_positive_int, lin_to_db, per_sample
+from lib.core.checks import check_complex, check_positive_int, per_sample
+from lib.core.units import lin_to_db
 
 __all__ = [
     "mmse_estimate",
@@ -162,7 +163,7 @@ def type2_quantize(
     H : torch.Tensor
         ``(batch, users, N)`` complex, rows ``h_k^H``.
     codebook, groups : torch.Tensor
-        From :func:`lib.arrays.dft_codebook`: ``(N, G N)`` codewords and their group index.
+        From :func:`lib.phy.dft_codebook`: ``(N, G N)`` codewords and their group index.
     n_beams : int
         ``L``, the number of reported beams per user.
     amp_bits, phase_bits : int

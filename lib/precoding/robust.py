@@ -2,36 +2,25 @@
 
 A design computed from estimated channels ``H_hat`` is evaluated on the true channels ``H``;
 user ``k`` is *in outage* when its true SINR is below its target (Schynol et al., eq. (10)).
-The nominal outage of the chapter is ``rho = 0.1``.
 
 * :func:`empirical_outage` -- outage indicators and rate of a design on true channels;
   infeasible designs (or designs above ``max_power``) put all their users in outage.
-* :func:`bisect_margin` -- bisection of a scalar knob (the SINR margin of G-HBF-marg, or a
-  loading factor) until the outage on validation data meets the nominal level.
+* :func:`bisect_margin` -- bisection of a scalar knob (an SINR margin or a loading factor) until
+  the outage on validation data meets the nominal level.
 * :func:`loaded_min_power` -- diagonal-loading robust digital design: the error energy
   ``|e_k^H u|^2 <= eps_k`` along any unit-norm beam is charged as interference from every
   stream, i.e. per-user noise ``sigma^2 + eps_k max(1, 1/gamma_k) P``, solved by a monotone
-  fixed point on the total power ``P`` around :func:`lib.hybrid.digital_min_power`.
+  fixed point on the total power ``P`` around :func:`lib.precoding.digital_min_power`.
 * :func:`robust_sdp_design` -- the conic (S-lemma) worst-case design over the ellipsoid that
   holds the Gaussian MMSE error with probability ``1 - rho``, in cvxpy, per instance.
 * :func:`single_user_outage` -- closed-form outage of one user with a Gaussian error,
   used to validate the Monte-Carlo estimate.
 
-Chapter pipeline (thin, tested wrappers so that the notebook only calls and prints):
-
-* :func:`imperfect_csi_dataset` -- instances served under perfect CSI, their MMSE estimates
-  and per-user error energies.
-* :func:`margin_design` / :func:`margin_outage` -- G-HBF-marg: the greedy hybrid design on the
-  estimates with every SINR target raised by a margin (dB), and its outage on true channels.
-* :func:`loaded_design` -- :func:`loaded_min_power` on a base design's analog matrix with
-  loading ``kappa`` times the error energy.
-* :func:`mean_power_db`, :func:`instance_standard_error` -- summaries of an
-  :class:`OutageResult`.
+Chapter: *Hybrid beamforming under imperfect CSI and outage constraints*.
 """
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections.abc import Callable
@@ -40,15 +29,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from lib import csi
-from lib.hybrid import (
-    HybridResult,
-    digital_min_power,
-    draw_instances,
-    greedy_codebook_selection,
-    hybrid_sinr,
-)
-from lib.utils import check_complex, db_to_lin, lin_to_db, per_sample
+from lib.core.checks import check_complex, per_sample
+from lib.precoding.hybrid import HybridResult, digital_min_power, hybrid_sinr
 
 __all__ = [
     "OutageResult",
@@ -57,13 +39,6 @@ __all__ = [
     "loaded_min_power",
     "robust_sdp_design",
     "single_user_outage",
-    "ImperfectCSIData",
-    "imperfect_csi_dataset",
-    "margin_design",
-    "margin_outage",
-    "loaded_design",
-    "mean_power_db",
-    "instance_standard_error",
 ]
 
 
@@ -302,125 +277,3 @@ def single_user_outage(gain, err_var, power, sinr_target, noise_var) -> np.ndarr
     gain = np.asarray(gain, dtype=float)
     x = 2.0 * sinr_target * noise_var / (power * err_var)
     return ncx2.cdf(x, df=2, nc=2.0 * gain / err_var)
-
-
-class ImperfectCSIData(NamedTuple):
-    """Output of :func:`imperfect_csi_dataset`: kept instances ``H``, ``R``, their MMSE
-    estimates ``H_hat``, per-user error energy ``error_energy`` ``(kept, users)`` (mean diagonal
-    of the MMSE error covariance) and the ``(batch,)`` bool mask ``kept`` of the drawn batch."""
-
-    H: torch.Tensor
-    R: torch.Tensor
-    H_hat: torch.Tensor
-    error_energy: torch.Tensor
-    kept: torch.Tensor
-
-
-def imperfect_csi_dataset(
-    batch: int,
-    generator: torch.Generator | None,
-    *,
-    pilot: float,
-    codebook,
-    n_rf: int,
-    sinr_targets,
-    noise_var,
-    max_power: float,
-    **draw_kw,
-) -> ImperfectCSIData:
-    """Draw ``batch`` instances, keep those served under perfect CSI, estimate their channels.
-
-    Instances come from :func:`lib.hybrid.draw_instances` (``draw_kw`` passed on); those for
-    which the greedy design on the *true* channels (G-HBF-perf) is infeasible within
-    ``max_power`` are dropped, so that every outage measured later is due to the CSI error. The
-    rest get an MMSE estimate at linear pilot SNR ``pilot`` (:func:`lib.csi.mmse_estimate`,
-    same ``generator``) and the error energy ``tr(C_k) / N`` per user.
-    """
-    if not pilot > 0:
-        raise ValueError(f"pilot must be > 0, got {pilot}")
-    H, R = draw_instances(batch, generator, **draw_kw)
-    perf = greedy_codebook_selection(
-        H, codebook, n_rf, sinr_targets, noise_var, max_power=max_power
-    )
-    keep = perf.feasible
-    H, R = H[keep], R[keep]
-    H_hat = csi.mmse_estimate(H, R, pilot, generator=generator)
-    eps = torch.diagonal(csi.mmse_error_covariance(R, pilot), dim1=-2, dim2=-1).real.mean(-1)
-    return ImperfectCSIData(H, R, H_hat, eps, keep)
-
-
-def margin_design(
-    H_hat, margin_db: float, *, codebook, n_rf: int, sinr_targets, noise_var, max_power: float
-) -> HybridResult:
-    """G-HBF-marg: greedy hybrid design on the estimates ``H_hat`` with every SINR target
-    multiplied by ``10^(margin_db / 10)`` (:func:`lib.hybrid.greedy_codebook_selection`).
-    ``margin_db = 0`` is the naive design that trusts the estimates."""
-    if not math.isfinite(margin_db):
-        raise ValueError(f"margin_db must be finite, got {margin_db}")
-    return greedy_codebook_selection(
-        H_hat, codebook, n_rf, sinr_targets * db_to_lin(margin_db), noise_var, max_power=max_power
-    )
-
-
-def margin_outage(
-    H_true,
-    H_hat,
-    margin_db: float,
-    *,
-    codebook,
-    n_rf: int,
-    sinr_targets,
-    noise_var,
-    max_power: float,
-) -> OutageResult:
-    """Outage on the true channels (:func:`empirical_outage`, nominal targets) of the
-    :func:`margin_design` computed on ``H_hat``; the function :func:`bisect_margin` bisects."""
-    design = margin_design(
-        H_hat,
-        margin_db,
-        codebook=codebook,
-        n_rf=n_rf,
-        sinr_targets=sinr_targets,
-        noise_var=noise_var,
-        max_power=max_power,
-    )
-    return empirical_outage(H_true, design, sinr_targets, noise_var, max_power=max_power)
-
-
-def loaded_design(
-    H_hat,
-    base: HybridResult,
-    error_energy,
-    kappa: float,
-    *,
-    sinr_targets,
-    noise_var,
-    max_power: float,
-) -> HybridResult:
-    """Diagonal loading on the analog matrix of ``base``: :func:`loaded_min_power` with
-    loading ``kappa * error_energy`` (``kappa >= 0`` scales the per-user error energy)."""
-    if not kappa >= 0:
-        raise ValueError(f"kappa must be >= 0, got {kappa}")
-    return loaded_min_power(
-        H_hat, base.F_RF, sinr_targets, noise_var, kappa * error_energy, max_power=max_power
-    )
-
-
-def mean_power_db(result: OutageResult) -> float:
-    """Mean allocated power of an :class:`OutageResult` in dB (infeasible charged ``max_power``)."""
-    return float(lin_to_db(result.power.mean()))
-
-
-def instance_standard_error(result) -> float:
-    """Standard error of an outage rate with the *instance* (not the user) as the sample.
-
-    Users of one instance share a design and are not independent, so the rate is treated as
-    the mean of the per-instance outage fractions: ``std(fractions) / sqrt(batch)`` (unbiased
-    std). ``result`` is an :class:`OutageResult` or its ``(batch, users)`` bool ``in_outage``.
-    """
-    in_outage = result.in_outage if isinstance(result, OutageResult) else torch.as_tensor(result)
-    if in_outage.dim() != 2 or in_outage.shape[0] < 2:
-        shape = tuple(in_outage.shape)
-        raise ValueError(f"in_outage must be (batch >= 2, users), got shape {shape}")
-    per_instance = in_outage.double().mean(-1)
-    return float(per_instance.std() / math.sqrt(per_instance.numel()))

@@ -15,7 +15,7 @@ and the allocated power is the weighted sum ``sum_k w_k p_k`` of their eq. (4): 
 
 For a fixed ``F_RF`` the digital problem (their eq. (12)) is the standard fully digital
 minimum-power problem on the effective channel, solved by
-:func:`lib.downlink.min_power_duality` (virtual uplink, eqs. (16)-(23)), not a second copy:
+:func:`lib.precoding.min_power_duality` (virtual uplink, eqs. (16)-(23)), not a second copy:
 
 * baseband weighting: effective channel ``H F``;
 * RF weighting: with ``F^H F = L L^H`` (Cholesky) the columns of ``Q = F L^{-H}`` are
@@ -34,14 +34,12 @@ Shapes: ``H`` ``(batch, users, N)`` rows ``h_k^H``; ``codebook`` ``(N, C)``; ``F
 from __future__ import annotations
 
 import itertools
-import math
 from typing import NamedTuple
 
 import torch
 
-from lib import arrays
-from lib.downlink import min_power_duality
-from lib.utils import check_complex, check_positive_int, per_sample
+from lib.core.checks import check_complex, check_positive_int, per_sample
+from lib.precoding.power_min import min_power_duality
 
 __all__ = [
     "HybridResult",
@@ -53,7 +51,6 @@ __all__ = [
     "independent_candidates",
     "greedy_codebook_selection",
     "exhaustive_search",
-    "draw_instances",
 ]
 
 _WEIGHTINGS = ("rf", "baseband")
@@ -178,7 +175,7 @@ def digital_min_power(
 
     Minimises ``sum_k w_k p_k`` s.t. ``SINR_k >= gamma_k`` with the weights of eq. (4);
     ``max_power`` (optional) declares samples needing more than that infeasible.
-    ``solver_kw`` (``iters``, ``tol``) go to :func:`lib.downlink.min_power_duality`.
+    ``solver_kw`` (``iters``, ``tol``) go to :func:`lib.precoding.min_power_duality`.
     Linearly dependent columns of ``F_RF`` are reported infeasible under RF weighting.
     """
     check_complex(H, "H", ndim=3)
@@ -272,7 +269,7 @@ def greedy_codebook_selection(
     Starting from ``init`` (default :func:`init_codewords`), step ``t`` updates RF chain
     ``r = t mod n_rf``: every codeword ``c`` linearly independent of the other chains is tried
     in its place, the digital sub-problem (12) is solved for all ``(instance, c)`` pairs in one
-    batched call of :func:`lib.downlink.min_power_duality`, and the codeword of least weighted
+    batched call of :func:`lib.precoding.min_power_duality`, and the codeword of least weighted
     power is kept (eq. (15)). The current codeword is a candidate, so the allocated power never
     increases. ``n_steps`` defaults to one sweep (``n_rf`` steps).
     """
@@ -389,40 +386,3 @@ def exhaustive_search(
     F = cb[:, idx].permute(1, 0, 2)
     res = digital_min_power(H, F, gam, s2, weighting=weighting, **solver_kw)
     return res._replace(index=idx)
-
-
-def draw_instances(
-    batch: int,
-    generator: torch.Generator | None = None,
-    *,
-    users: int = 4,
-    n_h: int = 8,
-    n_v: int = 4,
-    spread: float = math.radians(10.0),
-    pas: str = "gaussian",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random multi-user instances of the hybrid chapters: channels ``H`` and covariances ``R``.
-
-    Every user gets a horizontal angle uniform in ``[-pi/3, pi/3]`` and a vertical angle
-    uniform in ``[-pi/6, pi/6]`` (in this order, both drawn from
-    ``generator``), the Kronecker local-scattering covariance of an ``n_h x n_v`` UPA with
-    angular ``spread`` and power angular spectrum ``pas``
-    (:func:`lib.arrays.upa_covariance`), and one Rayleigh channel drawn from it
-    (:func:`lib.arrays.channels_from_covariance`, same ``generator``). The defaults are the
-    chapters' setup: 4 users, 8x4 UPA, 10 degrees Gaussian spread.
-
-    Returns ``(H, R)``: ``H`` ``(batch, users, n_h n_v)`` complex with rows ``h_k^H``,
-    ``R`` ``(batch, users, n_h n_v, n_h n_v)``.
-    """
-    batch = check_positive_int(batch, "batch")
-    users = check_positive_int(users, "users")
-    n_h = check_positive_int(n_h, "n_h")
-    n_v = check_positive_int(n_v, "n_v")
-    if not (math.isfinite(spread) and spread > 0):
-        raise ValueError(f"spread must be finite and > 0, got {spread}")
-    # written as ``* math.pi / 3`` (not ``* (math.pi / 3)``) to keep the chapters' draws bit-exact
-    ah = (torch.rand(batch, users, generator=generator, dtype=torch.float64) * 2 - 1) * math.pi / 3
-    av = (torch.rand(batch, users, generator=generator, dtype=torch.float64) * 2 - 1) * math.pi / 6
-    R = arrays.upa_covariance(n_h, n_v, ah, av, spread, pas=pas)
-    H = arrays.channels_from_covariance(R, generator=generator)
-    return H, R

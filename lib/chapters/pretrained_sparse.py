@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 
 from lib import sparse
-from lib.unrolled_sparse import LAMP, LISTA, LeanISTA, MLPRecovery, make_sampler
-from lib.unrolling import UnrolledModel
-from lib.utils import check_positive_int, check_real
+from lib.core.checks import check_positive_int, check_real
+from lib.learn.unrolled_sparse import LAMP, LISTA, LeanISTA, MLPRecovery, make_sampler
+from lib.learn.unrolling import UnrolledModel
 
 __all__ = [
     "M",
@@ -55,7 +55,7 @@ LAM = 0.01  # LASSO weight of the ISTA initialisation (theta_0 = LAM / L)
 MODELS = ["lean_ista", "alista", "tista", "tista_soft", "lamp_soft", "lamp_bg", "lista_cp", "mlp"]
 
 #: Default location of the stored weights: ``<repository>/results/unrolled_sparse``.
-RESULTS_DIR = Path(__file__).resolve().parents[1] / "results" / "unrolled_sparse"
+RESULTS_DIR = Path(__file__).resolve().parents[2] / "results" / "unrolled_sparse"
 
 
 def _dir(path: str | Path | None) -> Path:

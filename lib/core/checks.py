@@ -1,108 +1,26 @@
-"""Reproducibility, devices, decibels and input validation shared by every module.
+"""Input validation shared by every module.
 
-The validation helpers raise :class:`TypeError` for a wrong type or dtype and
-:class:`ValueError` for a wrong shape or range, and always name the offending
-argument and what was expected, so that a reader's mistake is reported where
-it happens rather than as a NaN three functions later.
+The helpers raise :class:`TypeError` for a wrong type or dtype and :class:`ValueError` for a
+wrong shape or range, and always name the offending argument and what was expected, so that a
+reader's mistake is reported where it happens rather than as a NaN three functions later.
+Public entry points call them once; inner loops do not.
 """
 
 from __future__ import annotations
 
-import os
-import random
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 __all__ = [
-    "set_seed",
-    "set_threads",
-    "get_device",
-    "db_to_lin",
-    "lin_to_db",
     "check_tensor",
     "check_complex",
     "check_real",
     "per_sample",
     "check_positive_int",
+    "per_user",
 ]
-
-
-# --------------------------------------------------------------------------- #
-# Reproducibility and devices
-# --------------------------------------------------------------------------- #
-def set_seed(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch (CPU and CUDA) and return a seeded torch generator.
-
-    Notebooks call this once at the top so that every printed number is
-    reproducible run to run on the same machine.
-    """
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    seed = int(seed)
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 (legacy global state used by notebooks)
-    torch.manual_seed(seed)
-    gen = torch.Generator()
-    gen.manual_seed(seed)
-    return gen
-
-
-def set_threads(n: int | None = None) -> int:
-    """Set the number of torch intra-op threads and return it.
-
-    ``None`` reads the environment variable ``BOOK_TORCH_THREADS`` and falls
-    back to 1. On a shared 2-core machine a single thread is usually the
-    fastest for the small batched linear algebra of this book (measured in
-    ``benchmarks/bench_threads.py``).
-    """
-    if n is None:
-        n = int(os.environ.get("BOOK_TORCH_THREADS", "1"))
-    check_positive_int(n, "n")
-    torch.set_num_threads(n)
-    return n
-
-
-def get_device(device: str | torch.device | None = None) -> torch.device:
-    """Resolve a device: ``None`` or ``"auto"`` gives CUDA when present, else CPU.
-
-    Chapters run on the CPU; training scripts accept ``--device cuda``.
-    """
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but torch.cuda.is_available() is False")
-    return dev
-
-
-# --------------------------------------------------------------------------- #
-# Decibels
-# --------------------------------------------------------------------------- #
-def db_to_lin(x_db):
-    """Convert a power ratio from dB to linear scale: :math:`10^{x/10}`.
-
-    Accepts Python numbers, NumPy arrays and torch tensors and returns the same kind.
-    """
-    if isinstance(x_db, torch.Tensor):
-        return torch.pow(torch.tensor(10.0, dtype=_real_dtype(x_db), device=x_db.device), x_db / 10)
-    if isinstance(x_db, (int, float, np.integer, np.floating)):
-        return float(10.0 ** (float(x_db) / 10.0))
-    return np.power(10.0, np.asarray(x_db, dtype=float) / 10.0)
-
-
-def lin_to_db(x):
-    """Convert a (positive) power ratio from linear scale to dB: :math:`10\\log_{10} x`."""
-    if isinstance(x, torch.Tensor):
-        return 10.0 * torch.log10(x)
-    if isinstance(x, (int, float, np.integer, np.floating)):
-        if x <= 0:
-            raise ValueError(f"x must be > 0 to convert to dB, got {x}")
-        return float(10.0 * np.log10(float(x)))
-    return 10.0 * np.log10(np.asarray(x, dtype=float))
 
 
 def _real_dtype(x: torch.Tensor) -> torch.dtype:
@@ -234,3 +152,66 @@ def check_positive_int(n, name: str, *, minimum: int = 1) -> int:
     if n < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {n}")
     return int(n)
+
+
+def per_user(
+    value,
+    name: str,
+    batch: int,
+    users: int,
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+    allow_zero: bool = False,
+) -> torch.Tensor:
+    """A scalar, ``(K,)`` or ``(B, K)`` positive quantity as a real ``(B, K)`` tensor.
+
+    The one parser of per-user quantities such as SINR targets ``gamma_k`` (linear scale) or
+    per-user error energies. Python and NumPy numbers, NumPy arrays and torch tensors are
+    accepted; every entry must be finite and ``> 0`` (``>= 0`` with ``allow_zero``), so that
+    an infinite target or a NaN is reported here and not as a hang or a NaN downstream.
+
+    Parameters
+    ----------
+    value : float, array or torch.Tensor
+        Scalar, shape ``(K,)`` or ``(B, K)``.
+    name : str
+        Argument name used in error messages.
+    batch, users : int
+        ``B`` and ``K``.
+    dtype, device
+        Of the returned tensor (take those of the channel the quantity belongs to).
+
+    Returns
+    -------
+    torch.Tensor
+        Real ``(B, K)`` tensor (possibly an expanded view: do not write into it).
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number or a real tensor, got bool")
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        g = torch.full((batch, users), float(value), dtype=dtype, device=device)
+    elif isinstance(value, (torch.Tensor, np.ndarray)):
+        t = torch.as_tensor(value)
+        if t.is_complex() or t.dtype == torch.bool:
+            raise TypeError(f"{name} must be real, got {t.dtype}")
+        if t.dim() == 0 or t.shape == (users,):
+            g = t.to(dtype=dtype, device=device).expand(batch, users)
+        elif t.shape == (batch, users):
+            g = t.to(dtype=dtype, device=device)
+        else:
+            raise ValueError(
+                f"{name} must be a scalar or have shape ({users},) or ({batch}, {users}), "
+                f"got {tuple(t.shape)}"
+            )
+    else:
+        raise TypeError(f"{name} must be a number or a torch.Tensor, got {type(value).__name__}")
+    if not bool(torch.isfinite(g).all()):
+        raise ValueError(f"{name} must be finite (linear scale, not dB)")
+    bad = (g < 0) if allow_zero else (g <= 0)
+    if bool(bad.any()):
+        rel = ">= 0" if allow_zero else "> 0"
+        raise ValueError(
+            f"{name} must be {rel} (linear scale, not dB), got min {float(g.min()):.4g}"
+        )
+    return g

@@ -1,6 +1,6 @@
 """Deep-unfolded WMMSE beamforming (Pellaco, Bengtsson & Jaldén, 2020).
 
-The classical WMMSE algorithm (Shi et al. 2011; :func:`lib.downlink.wmmse`) alternates the
+The classical WMMSE algorithm (Shi et al. 2011; :func:`lib.precoding.wmmse`) alternates the
 receiver update ``u`` (eq. (5b)), the MSE-weight update ``w`` (eq. (5a)) and a closed-form
 precoder update (eq. (5c)) that needs a matrix inverse, an eigendecomposition and a bisection
 for the Lagrange multiplier. Pellaco et al. replace the precoder update by ``K`` steps of
@@ -19,8 +19,8 @@ weighted sum rate (eq. (14)).
 
 Everything is batched and complex-valued (PyTorch autograd handles complex tensors, so the
 real-valued embedding of the paper is not needed). The ``u`` and ``w`` updates and the rate
-are those of :mod:`lib.downlink`; the model is an :class:`lib.unrolling.UnrolledModel`, trained
-with :func:`lib.unrolling.train_unrolled`.
+are those of :mod:`lib.precoding`; the model is an :class:`lib.learn.UnrolledModel`, trained
+with :func:`lib.learn.train_unrolled`.
 
 Shapes: ``H`` ``(batch, users, antennas)`` (row ``k`` is ``h_k^H``), ``V``
 ``(batch, antennas, users)``, ``power`` and ``noise_var`` scalars or ``(batch,)``.
@@ -41,17 +41,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lib.downlink import (
-    matched_filter_init,
-    rayleigh_channel,
-    sum_rate,
-    user_weights,
-    wmmse,
-    wmmse_receivers,
-    wmmse_weights,
-)
-from lib.unrolling import UnrolledModel, train_unrolled
-from lib.utils import check_complex, check_positive_int, check_tensor, db_to_lin, per_sample
+from lib.core.checks import check_complex, check_positive_int, check_tensor, per_sample
+from lib.core.units import db_to_lin
+from lib.learn.unrolling import UnrolledModel, train_unrolled
+from lib.phy.channels import rayleigh
+from lib.precoding.common import user_weights
+from lib.precoding.linear import matched_filter_init, sum_rate
+from lib.precoding.weighted_mmse import wmmse, wmmse_receivers, wmmse_weights
 
 __all__ = [
     "pgd_gradient",
@@ -64,10 +60,6 @@ __all__ = [
     "train_progressive",
     "per_layer_wsr",
     "truncated_wmmse_wsr",
-    "flops_wmmse",
-    "flops_unfolded_wmmse",
-    "flops_zf",
-    "flops_rzf",
 ]
 
 
@@ -221,10 +213,10 @@ class PGDStepSizes(nn.Module):
 class UnfoldedWMMSE(UnrolledModel):
     """Deep-unfolded WMMSE (Pellaco et al., Algorithm 1, Fig. 1) as an unrolled model.
 
-    ``L = layers`` layers, each: ``u`` (eq. (5b), :func:`lib.downlink.wmmse_receivers`),
-    ``w`` (eq. (5a), :func:`lib.downlink.wmmse_weights`), then ``K = pgd_steps`` PGD steps
+    ``L = layers`` layers, each: ``u`` (eq. (5b), :func:`lib.precoding.wmmse_receivers`),
+    ``w`` (eq. (5a), :func:`lib.precoding.wmmse_weights`), then ``K = pgd_steps`` PGD steps
     (:func:`pgd_precoder`) with the layer's trainable step sizes. Starts from the matched
-    filter at full power (:func:`lib.downlink.matched_filter_init`).
+    filter at full power (:func:`lib.precoding.matched_filter_init`).
 
     ``model(H, power, noise_var)`` returns the per-layer precoders ``(L, batch, M, users)``
     (for the loss of eq. (14)); :meth:`precode` returns the last one, with the signature of
@@ -331,7 +323,7 @@ def wsr_loss(outputs: torch.Tensor, target, weights=None) -> torch.Tensor:
     """Minus the sum over layers of the weighted sum rate, averaged over the batch (eq. (14)).
 
     ``outputs`` ``(L, batch, M, K)`` are the per-layer precoders, ``target = (H, noise_var)``
-    (as returned by :func:`make_sampler`). Uses :func:`lib.downlink.sum_rate`.
+    (as returned by :func:`make_sampler`). Uses :func:`lib.precoding.sum_rate`.
     """
     H, noise_var = target
     L, B = outputs.shape[:2]
@@ -349,7 +341,7 @@ def make_sampler(
     noise_var: float = 1.0,
     dtype=torch.complex128,
 ):
-    """Sampler of i.i.d. Rayleigh channels for :func:`lib.unrolling.train_unrolled`.
+    """Sampler of i.i.d. Rayleigh channels for :func:`lib.learn.train_unrolled`.
 
     SNR is ``P / sigma^2`` with ``sigma^2 = noise_var``. ``snr_db`` may be a number or a pair
     ``(lo, hi)`` (a uniformly drawn SNR per sample). Returns
@@ -360,7 +352,7 @@ def make_sampler(
     rdt = torch.float64 if dtype == torch.complex128 else torch.float32
 
     def sampler(batch, gen):
-        H = rayleigh_channel(batch, users, antennas, generator=gen, dtype=dtype)
+        H = rayleigh(batch, users, antennas, generator=gen, dtype=dtype)
         if isinstance(snr_db, (tuple, list)):
             lo, hi = snr_db
             s = lo + (hi - lo) * torch.rand(batch, generator=gen, dtype=rdt)
@@ -390,7 +382,7 @@ def train_progressive(
 
     From a trained ``model`` with ``K`` steps, repeatedly add one step per layer
     (:meth:`UnfoldedWMMSE.extend_pgd`, warm start) and train all step sizes jointly for
-    ``steps_per_stage`` Adam steps with :func:`lib.unrolling.train_unrolled` and
+    ``steps_per_stage`` Adam steps with :func:`lib.learn.train_unrolled` and
     :func:`wsr_loss`, until ``final_pgd_steps``. ``callback(model)`` is called after each stage.
     Returns ``(model, histories)``.
     """
@@ -435,78 +427,8 @@ def per_layer_wsr(model: UnfoldedWMMSE, H, power, noise_var) -> torch.Tensor:
 def truncated_wmmse_wsr(H, power, noise_var, iters: int, weights=None) -> torch.Tensor:
     """WSR of the classical WMMSE truncated after ``1..iters`` iterations, ``(iters, batch)``.
 
-    Matched-filter start, :func:`lib.downlink.wmmse` with ``history=True``.
+    Matched-filter start, :func:`lib.precoding.wmmse` with ``history=True``.
     """
     iters = check_positive_int(iters, "iters")
     _, Vs = wmmse(H, power, noise_var, iters, weights, history=True)
     return torch.stack([sum_rate(H, Vs[i], noise_var, weights) for i in range(1, iters + 1)])
-
-
-# --------------------------------------------------------------------------- #
-# Operation counts (real floating-point operations per channel)
-# --------------------------------------------------------------------------- #
-# Convention: a complex multiply-add costs 8 real flops, a complex multiply 6, a complex
-# add 2, a real operation 1; |z|^2 costs 3; division, sqrt and exp count 1. Matrix products
-# are counted as dense products (no structure exploited beyond Hermitian symmetry where
-# stated). These counts are what the algorithms do, not what a BLAS call does on a CPU
-# (where small matrices are dominated by call overhead: see benchmarks/).
-_EIGH_COEF = 9  # Hermitian eigendecomposition with vectors ~ 9 n^3 complex MACs (Golub & Van Loan)
-
-
-def _uw_flops(M: int, K: int) -> int:
-    """u (5b) and w (5a) updates: H V (K^2 M complex MACs), |.|^2, sums and divisions."""
-    hv = 8 * K * K * M
-    gains = 3 * K * K + K * K  # |h_k^H v_j|^2 and row sums
-    u = K * (1 + 2)  # sigma^2 add, complex / real
-    w = K * (2 + 1)  # interference sum minus own, reciprocal of 1 + ...
-    return hv + gains + u + w
-
-
-def flops_wmmse(M: int, K: int, iters: int, *, bisection_iters: int = 50) -> int:
-    """Real flops per channel of ``iters`` classical WMMSE iterations (Shi et al.; lib.downlink).
-
-    Per iteration: u and w updates; ``A`` (eq. (6), ``K M^2`` complex MACs, Hermitian half:
-    counted full); the eigendecomposition ``A = U Lambda U^H`` (``9 M^3`` complex MACs);
-    ``U^H R`` and ``U (.)`` (``2 M^2 K`` MACs); ``bisection_iters`` evaluations of eq. (8)
-    (``3 M`` each) -- ``O(M^3)`` per iteration.
-    """
-    for n, v in (("M", M), ("K", K), ("iters", iters)):
-        check_positive_int(v, n, minimum=0 if n == "iters" else 1)
-    per = (
-        _uw_flops(M, K)
-        + 8 * K * M * M
-        + 8 * _EIGH_COEF * M**3
-        + 2 * 8 * M * M * K
-        + bisection_iters * 4 * M
-        + 4 * M * K
-    )
-    return int(iters * per)
-
-
-def flops_unfolded_wmmse(M: int, K: int, layers: int, pgd_steps: int) -> int:
-    """Real flops per channel of the unfolded WMMSE, ``layers`` layers of ``pgd_steps`` PGD steps.
-
-    Per layer: u and w updates; ``A`` (``K M^2`` complex MACs) and ``R`` (``M K`` complex
-    multiplies) once; per PGD step ``A V`` (``M^2 K`` MACs), the gradient step
-    (``M K`` complex MACs + subtraction), the norm (``3 M K``) and the projection scale
-    (``M K`` real-complex products and a few scalars) -- ``O(L K M^2)`` overall.
-    """
-    for n, v in (("M", M), ("K", K), ("layers", layers), ("pgd_steps", pgd_steps)):
-        check_positive_int(v, n, minimum=0 if n == "layers" else 1)
-    step = 8 * M * M * K + (2 + 8) * M * K + 3 * M * K + 2 * M * K + 5
-    per = _uw_flops(M, K) + 8 * K * M * M + 6 * M * K + pgd_steps * step
-    return int(layers * per)
-
-
-def flops_zf(M: int, K: int) -> int:
-    """Real flops per channel of ZF: Gram ``H H^H`` (``K^2 M``), an LU solve for ``M`` right-hand
-    sides (``K^3 / 3 + K^2 M`` complex MACs, counted as 8 flops each) and the power scaling."""
-    check_positive_int(M, "M")
-    check_positive_int(K, "K")
-    macs = K * K * M + K**3 / 3 + K * K * M
-    return int(8 * macs + 5 * M * K)
-
-
-def flops_rzf(M: int, K: int) -> int:
-    """Real flops per channel of RZF: as :func:`flops_zf` plus the diagonal loading (``K`` adds)."""
-    return flops_zf(M, K) + 2 * K

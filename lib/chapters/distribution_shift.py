@@ -26,10 +26,10 @@ from dataclasses import dataclass
 import torch
 
 from lib import sparse
-from lib.pretrained_sparse import SNR_DB, P, T
-from lib.unrolled_sparse import LAMP, LeanISTA, OAMPNet, make_sampler, with_matrix
-from lib.unrolling import UnrolledModel
-from lib.utils import check_positive_int, check_real
+from lib.chapters.pretrained_sparse import SNR_DB, P, T
+from lib.core.checks import check_positive_int, check_real
+from lib.learn.unrolled_sparse import LAMP, LeanISTA, OAMPNet, make_sampler, with_matrix
+from lib.learn.unrolling import UnrolledModel
 
 __all__ = [
     "REFERENCES",
@@ -112,9 +112,9 @@ def evaluate_shift(
     """NMSE (dB) at the last layer of every model, the classical references and the oracle.
 
     All methods see the same test set :func:`shifted_test_set` ``(A, p, snr_db, amplitude, n,
-    seed)``. Model-based networks (:class:`~lib.unrolled_sparse.LeanISTA`, ``LAMP``,
+    seed)``. Model-based networks (:class:`~lib.learn.LeanISTA`, ``LAMP``,
     ``OAMPNet``) whose matrix differs from ``A`` are *told* the new matrix
-    (:func:`~lib.unrolled_sparse.with_matrix`: learned scalars kept); full LISTA and the MLP keep
+    (:func:`~lib.learn.with_matrix`: learned scalars kept); full LISTA and the MLP keep
     the matrices they learned. With ``references=True`` the result also has, in this order,
     ``"amp_soft"`` (AMP with the soft threshold, no prior), ``"amp_bg"`` (AMP with the
     Bernoulli-Gaussian denoiser of the *training* prior ``prior_p``), both with ``iterations``

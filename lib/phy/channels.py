@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from .utils import check_complex, check_positive_int, check_tensor, per_sample
+from lib.core.checks import check_complex, check_positive_int, check_tensor, per_sample
 
 __all__ = [
     "complex_normal",

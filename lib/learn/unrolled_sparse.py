@@ -2,7 +2,7 @@
 
 Model: ``y = A x + w`` with ``A`` of shape ``(M, N)``, ``x`` Bernoulli-Gaussian of shape
 ``(batch, N)``, ``y`` of shape ``(batch, M)`` (``lib.sparse`` conventions). Every model here is
-an :class:`lib.unrolling.UnrolledModel` called as ``model(y, noise_var, n_layers=None)`` and
+an :class:`lib.learn.UnrolledModel` called as ``model(y, noise_var, n_layers=None)`` and
 returns the per-layer estimates, shape ``(n_layers, batch, N)``; models that do not use the
 noise variance ignore it (so every model fits the same sampler and loss).
 
@@ -43,8 +43,8 @@ import torch
 from torch import nn
 
 from lib import sparse
-from lib.unrolling import UnrolledModel
-from lib.utils import check_positive_int, check_real, per_sample
+from lib.core.checks import check_positive_int, check_real, per_sample
+from lib.learn.unrolling import UnrolledModel
 
 __all__ = [
     "soft",
@@ -541,7 +541,7 @@ def contraction_penalty(model: UnrolledModel, n_layers: int | None = None, *, rh
     """Spectral-norm penalty ``sum_t relu(||S_t||_2 - rho_max)^2`` over the first ``n_layers``.
 
     Differentiable (through the largest singular value); pass it to
-    :func:`lib.unrolling.train_unrolled` as ``penalty``.
+    :func:`lib.learn.train_unrolled` as ``penalty``.
     """
     ops = layer_operators(model)
     if n_layers is not None:

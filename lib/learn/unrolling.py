@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from lib.utils import check_positive_int, get_device
+from lib.core.checks import check_positive_int
+from lib.core.runtime import get_device
 
 __all__ = [
     "UnrolledModel",

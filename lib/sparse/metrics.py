@@ -1,0 +1,79 @@
+"""The book's NMSE (a ratio of sums over the test set, in dB) and the support oracle
+(least squares on the true support), the limit the sparse-recovery figures show.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lib.core.checks import check_tensor
+from lib.sparse.common import _check_yA
+
+__all__ = ["support_oracle", "nmse", "nmse_db"]
+
+
+# --------------------------------------------------------------------------- #
+# Oracle and metric
+# --------------------------------------------------------------------------- #
+def support_oracle(y, A, x_support_mask) -> torch.Tensor:
+    """Least squares on the true support: the genie-aided limit of any sparse estimator.
+
+    ``x_hat_S = argmin ||y - A_S x_S||^2`` and ``x_hat = 0`` off the support ``S`` given by the
+    boolean ``x_support_mask`` ``(batch, N)`` (e.g. ``x != 0``). Supports are gathered
+    and zero-padded to the largest one, so the cost is that of ``(batch, k, k)`` solves.
+    """
+    y, A = _check_yA(y, A)
+    batch, m, n = y.shape[0], A.shape[-2], A.shape[-1]
+    check_tensor(x_support_mask, "x_support_mask", shape=(batch, n))
+    mask = x_support_mask.to(torch.bool)
+    counts = mask.sum(-1)
+    kmax = int(counts.max()) if batch else 0
+    if kmax > m:
+        raise ValueError(
+            f"a support has {kmax} > M = {m} entries: least squares is underdetermined"
+        )
+    out = torch.zeros(batch, n, dtype=y.dtype, device=y.device)
+    if kmax == 0:
+        return out
+    # indices of the support first (stable sort of ~mask), padded with off-support indices
+    order = torch.argsort((~mask).to(torch.int8), dim=-1, stable=True)[:, :kmax]
+    valid = torch.arange(kmax, device=y.device).unsqueeze(0) < counts.unsqueeze(-1)  # (batch, kmax)
+    a_full = A if A.dim() == 3 else A.unsqueeze(0).expand(batch, m, n)
+    a_s = torch.gather(a_full, 2, order.unsqueeze(1).expand(batch, m, kmax)) * valid.unsqueeze(1)
+    gram = a_s.transpose(1, 2) @ a_s + torch.diag_embed((~valid).to(y.dtype))
+    rhs = (a_s.transpose(1, 2) @ y.unsqueeze(-1)).squeeze(-1)
+    xs = torch.linalg.solve(gram, rhs) * valid
+    out.scatter_(1, order, xs)
+    # scatter onto padded indices wrote zeros there; restore exact zeros off the support
+    return out * mask
+
+
+def _check_pair(xhat, x):
+    check_tensor(x, "x", ndim=2)
+    check_tensor(xhat, "xhat", ndim=(2, 3))
+    if tuple(xhat.shape[-2:]) != tuple(x.shape):
+        raise ValueError(
+            f"xhat must have shape {tuple(x.shape)} or (iters, {x.shape[0]}, {x.shape[1]}), "
+            f"got {tuple(xhat.shape)}"
+        )
+    if float((x.abs() ** 2).sum()) == 0:
+        raise ValueError("x is all zero: the NMSE is undefined")
+
+
+def nmse(xhat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Linear NMSE as a ratio of sums, ``sum ||xhat - x||^2 / sum ||x||^2`` over the batch.
+
+    ``xhat`` is ``(batch, N)`` (a 0-d tensor is returned) or ``(iters, batch, N)`` (one value
+    per iteration). Differentiable.
+    """
+    _check_pair(xhat, x)
+    err = ((xhat - x).abs() ** 2).sum(dim=(-2, -1))
+    return err / (x.abs() ** 2).sum()
+
+
+def nmse_db(xhat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """:func:`nmse` in dB: ``10 log10(sum ||xhat - x||^2 / sum ||x||^2)`` (ratio of sums).
+
+    The book's convention in every chapter; use ``float(...)`` for a single value.
+    """
+    return 10.0 * torch.log10(nmse(xhat, x))
