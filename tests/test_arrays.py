@@ -58,7 +58,9 @@ def test_kron_and_upa_covariance():
     R = kron_covariance(Rh, Rv)
     assert R.shape == (2, 12, 12)
     assert torch.allclose(R[1], torch.kron(Rh[1], Rv[1]))
-    R2 = upa_covariance(4, 3, torch.tensor([0.1, -0.3]), torch.tensor([0.2, 0.5]), 0.2)
+    R2 = upa_covariance(
+        4, 3, torch.tensor([0.1, -0.3], dtype=torch.float64), torch.tensor([0.2, 0.5]).double(), 0.2
+    )
     assert torch.allclose(
         torch.diagonal(R2, dim1=-2, dim2=-1).real.sum(-1),
         torch.full((2,), 12.0, dtype=torch.float64),
@@ -126,3 +128,98 @@ def test_bad_input_rejected():
         dft_codebook(4, 4, 2)
     with pytest.raises(TypeError, match="angle"):
         local_scattering_covariance(4, torch.tensor(0.1 + 0j), 0.1)
+
+
+# --------------------------------------------------------------------------- #
+# Robustness (issue 10, section 5)
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize(
+    "spread",
+    [
+        math.nan,
+        math.inf,
+        -0.1,
+        0.0,
+        torch.tensor([0.1, math.nan], dtype=torch.float64),
+        torch.tensor([0.1, -0.2], dtype=torch.float64),
+        torch.tensor([0.1, math.inf], dtype=torch.float64),
+    ],
+)
+def test_local_scattering_rejects_bad_spread(spread):
+    with pytest.raises(ValueError, match="spread (must be|contains NaN or infinite)"):
+        local_scattering_covariance(4, 0.1, spread)
+    with pytest.raises(ValueError, match="spread (must be|contains NaN or infinite)"):
+        upa_covariance(2, 2, 0.1, 0.2, spread)
+
+
+@pytest.mark.parametrize(
+    "angle", [math.nan, math.inf, -math.inf, torch.tensor([0.0, math.nan], dtype=torch.float64)]
+)
+def test_local_scattering_rejects_bad_angle(angle):
+    with pytest.raises(ValueError, match="angle"):
+        local_scattering_covariance(4, angle, 0.1)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_steering_rejects_non_finite_direction(bad):
+    with pytest.raises(ValueError, match="u must be a finite number"):
+        ula_response(4, bad)
+    with pytest.raises(ValueError, match="u_v must be a finite number"):
+        upa_steering(2, 2, 0.1, bad)
+    C, _, _ = dft_codebook(2, 2)
+    with pytest.raises(ValueError, match="u_h"):
+        beam_gain(C[:, 0], 2, 2, bad, 0.0)
+
+
+def test_local_scattering_rejects_bad_width_and_quadrature():
+    with pytest.raises(ValueError, match="width must be > 0"):
+        local_scattering_covariance(4, 0.1, 0.1, width=0.0)
+    with pytest.raises(ValueError, match="width must be a finite number"):
+        local_scattering_covariance(4, 0.1, 0.1, width=math.nan)
+    with pytest.raises(ValueError, match="n_quad must be >= 3"):
+        local_scattering_covariance(4, 0.1, 0.1, n_quad=2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.int64])
+def test_dft_codebook_rejects_a_real_dtype(dtype):
+    """A real dtype would silently drop the imaginary part of every codeword."""
+    with pytest.raises(TypeError, match="dtype must be torch.complex64 or torch.complex128"):
+        dft_codebook(4, 2, (2, 2), dtype=dtype)
+
+
+def test_dft_codebook_complex64_and_device():
+    C64, g, u = dft_codebook(4, 2, (2, 2), dtype=torch.complex64)
+    C128, _, _ = dft_codebook(4, 2, (2, 2))
+    assert C64.dtype == torch.complex64 and torch.allclose(C64, C128.to(torch.complex64))
+    Cm, gm, um = dft_codebook(2, 2, device="meta")
+    assert Cm.device.type == gm.device.type == um.device.type == "meta"
+
+
+def test_numbers_follow_the_tensor_arguments():
+    """A Python number takes the dtype and device of the tensor it is combined with."""
+    a32 = torch.tensor([0.1, -0.3], dtype=torch.float32)
+    R = local_scattering_covariance(4, a32, 0.2)
+    assert R.dtype == torch.complex64
+    assert upa_steering(2, 2, a32, 0.0).dtype == torch.complex64
+    C, _, _ = dft_codebook(2, 2, dtype=torch.complex64)
+    assert beam_gain(C[:, 0], 2, 2, 0.0, 0.0).dtype == torch.float32
+    m = torch.zeros(2, dtype=torch.float64, device="meta")
+    with pytest.raises(ValueError, match="u_h, u_v must be on the same device"):
+        upa_steering(2, 2, torch.zeros(2, dtype=torch.float64), m)
+
+
+def test_kron_rejects_mixed_dtypes():
+    Rh = local_scattering_covariance(2, 0.1, 0.2)
+    with pytest.raises(TypeError, match="R_h, R_v must have the same dtype"):
+        kron_covariance(Rh, Rh.to(torch.complex64))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_arrays_on_cuda():
+    a = torch.tensor([0.1, -0.3], dtype=torch.float64, device="cuda")
+    R = upa_covariance(2, 2, a, a, 0.2)
+    assert R.device.type == "cuda"
+    H = channels_from_covariance(R, generator=torch.Generator().manual_seed(0))
+    assert H.device.type == "cuda"
+    C, _, _ = dft_codebook(2, 2, device="cuda")
+    assert beam_gain(C[:, 0], 2, 2, 0.0, 0.0).device.type == "cuda"

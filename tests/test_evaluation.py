@@ -39,3 +39,35 @@ def test_first_below():
     assert first_below([-50.0], -35.0) == 1
     with pytest.raises(ValueError, match="one-dimensional"):
         first_below(np.zeros((2, 2)), 0.0)
+
+
+@pytest.mark.parametrize(
+    "x, kw, exc, match",
+    [
+        (torch.tensor([1.0, float("nan"), 2.0]), {}, ValueError, "x contains NaN or infinite"),
+        (np.array([[1.0, 2.0], [np.nan, 1.0]]), {}, ValueError, "x contains NaN or infinite"),
+        ([1.0, float("inf")], {}, ValueError, "x contains NaN or infinite"),
+        (torch.ones(3, 4), {"dim": 2}, ValueError, r"dim must be in \[-2, 1\], got 2"),
+        (torch.ones(3, 4), {"dim": 1.0}, TypeError, "dim must be an int"),
+        (torch.ones(3, dtype=torch.bool), {}, TypeError, "x must be real"),
+    ],
+)
+def test_mean_se_rejects_bad_samples(x, kw, exc, match):
+    with pytest.raises(exc, match=match):
+        mean_se(x, **kw)
+
+
+def test_mean_se_detaches_a_tensor_that_requires_grad():
+    x = torch.tensor([1.0, 2.0, 4.0], requires_grad=True)
+    m, se = mean_se(x)
+    assert m == pytest.approx(7 / 3) and se == pytest.approx(float(x.detach().std()) / 3**0.5)
+
+
+def test_first_below_tensor_and_level_checks():
+    assert first_below(torch.tensor([0.0, -40.0]), -35.0) == 2
+    assert first_below([float("nan"), -40.0], -35.0) == 2  # NaN entries never count
+    assert first_below([-40.0], float("inf")) == 1
+    with pytest.raises(ValueError, match=r"level must be a number \(not NaN\)"):
+        first_below([-40.0], float("nan"))
+    with pytest.raises(TypeError, match="level must be a real number"):
+        first_below([-40.0], "low")

@@ -41,3 +41,16 @@ def test_local_scattering_approaches_one_ring_for_narrow_spread(phi_deg):
         gaps.append(float((theirs - ours).abs().max()))
     assert gaps[0] < 3e-3 and gaps[1] < 1e-2
     assert all(a < b for a, b in zip(gaps, gaps[1:])), gaps
+
+
+@pytest.mark.parametrize("precision", ["single", "double"])
+def test_psd_sqrt_of_sionnas_covariances(precision):
+    """Sionna's one-ring covariances (rank-deficient for narrow spreads, computed independently
+    of lib) pass lib's dtype-relative Hermitian/PSD checks in both precisions."""
+    R = sionna_utils.one_ring_corr_mat(
+        torch.tensor([0.0, 30.0, -50.0]), 16, sigma_phi_deg=2.0, precision=precision
+    )
+    S = channels.psd_sqrt(R)
+    tol = 1e-4 if precision == "single" else 1e-10
+    assert S.dtype == R.dtype
+    assert float((S @ S - R).abs().max()) < tol * float(R.abs().max())

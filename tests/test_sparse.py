@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import math
 
 import numpy as np
@@ -12,6 +14,7 @@ from hypothesis import strategies as st
 
 from lib import sparse as sp
 from lib.core import set_threads
+from lib.phy import complex_normal, ula_response
 from lib.sparse.evolution import _np_denoiser, _scalar_mse
 
 set_threads(1)
@@ -302,3 +305,330 @@ def test_bad_inputs_are_rejected(reference):
         sp.support_oracle(y, A, (x != 0)[:, :5])
     with pytest.raises(ValueError, match="underdetermined"):
         sp.support_oracle(y[:1], A, torch.ones(1, N, dtype=torch.bool))
+
+
+# --------------------------------------------------------------------------- #
+# Checks at the entry, not in the loop (issue 10, section 4)
+# --------------------------------------------------------------------------- #
+@contextlib.contextmanager
+def _count_host_syncs():
+    """Count the tensor -> Python conversions (each one a device synchronisation on a GPU)."""
+    counts = {"n": 0}
+    names = ("__bool__", "__float__", "__int__", "__index__", "item", "tolist")
+    originals = {name: getattr(torch.Tensor, name) for name in names}
+
+    def wrap(orig):
+        def wrapper(self, *args, **kwargs):
+            counts["n"] += 1
+            return orig(self, *args, **kwargs)
+
+        return wrapper
+
+    for name, orig in originals.items():
+        setattr(torch.Tensor, name, wrap(orig))
+    try:
+        yield counts
+    finally:
+        for name, orig in originals.items():
+            setattr(torch.Tensor, name, orig)
+
+
+_ALGORITHMS = {
+    "ista": lambda y, A, nv, T: sp.ista(y, A, 0.01, T),
+    "fista": lambda y, A, nv, T: sp.fista(y, A, 0.01, T),
+    "amp_soft": lambda y, A, nv, T: sp.amp(y, A, T),
+    "amp_bg": lambda y, A, nv, T: sp.amp(y, A, T, denoiser="bg", p=0.1),
+    "vamp": lambda y, A, nv, T: sp.vamp(y, A, nv, T, p=0.1),
+    "vamp_damped": lambda y, A, nv, T: sp.vamp(y, A, nv, T, p=0.1, damping=0.7),
+    "oamp": lambda y, A, nv, T: sp.oamp(y, A, nv, T, p=0.1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_ALGORITHMS))
+def test_iterations_do_not_synchronise(name):
+    """The number of host synchronisations does not grow with the number of iterations."""
+    g = torch.Generator().manual_seed(11)
+    A = sp.gaussian_matrix(20, 40, generator=g)
+    x = sp.bernoulli_gaussian(3, 40, 0.1, generator=g)
+    y, nv = sp.measure(A, x, 30.0, 0.1, generator=g)
+    fn = _ALGORITHMS[name]
+    with _count_host_syncs() as few:
+        fn(y, A, nv, 2)
+    with _count_host_syncs() as many:
+        fn(y, A, nv, 25)
+    assert many["n"] == few["n"], (few["n"], many["n"])
+    assert few["n"] > 0  # the entry checks themselves are counted: the counter works
+
+
+# --------------------------------------------------------------------------- #
+# The sparse-estimator interface: estimator(y, A, noise_var) (issue 10, section 2)
+# --------------------------------------------------------------------------- #
+def test_noise_var_keyword_is_accepted_where_unused(reference):
+    A, x, y, nv = reference
+    y = y[:5]
+    for fn in (
+        lambda **kw: sp.ista(y, A, 0.01, 10, **kw),
+        lambda **kw: sp.fista(y, A, 0.01, 10, **kw),
+        lambda **kw: sp.amp(y, A, 10, **kw),
+    ):
+        assert torch.equal(fn(), fn(noise_var=nv))
+        assert torch.equal(fn(), fn(noise_var=torch.full((5,), nv, dtype=torch.float64)))
+        with pytest.raises(ValueError, match="noise_var must be >= 0"):
+            fn(noise_var=-1.0)
+        with pytest.raises(ValueError, match="noise_var must be finite"):
+            fn(noise_var=math.nan)
+
+
+def test_signatures_of_the_classical_estimators():
+    """noise_var: keyword-only where unused (ISTA, FISTA, AMP), third positional where used."""
+    for fn in (sp.ista, sp.fista, sp.amp):
+        par = inspect.signature(fn).parameters["noise_var"]
+        assert par.kind is inspect.Parameter.KEYWORD_ONLY and par.default is None
+    for fn in (sp.vamp, sp.oamp):
+        assert list(inspect.signature(fn).parameters)[:4] == ["y", "A", "noise_var", "iters"]
+
+
+@pytest.mark.parametrize("name", sorted(_ALGORITHMS))
+def test_history_stack_shape_and_last_entry(name):
+    g = torch.Generator().manual_seed(12)
+    A = sp.gaussian_matrix(20, 40, generator=g)
+    x = sp.bernoulli_gaussian(3, 40, 0.1, generator=g)
+    y, nv = sp.measure(A, x, 30.0, 0.1, generator=g)
+    fns = {
+        "ista": lambda **kw: sp.ista(y, A, 0.01, 7, **kw),
+        "fista": lambda **kw: sp.fista(y, A, 0.01, 7, **kw),
+        "amp_soft": lambda **kw: sp.amp(y, A, 7, **kw),
+        "amp_bg": lambda **kw: sp.amp(y, A, 7, denoiser="bg", p=0.1, **kw),
+        "vamp": lambda **kw: sp.vamp(y, A, nv, 7, p=0.1, **kw),
+        "vamp_damped": lambda **kw: sp.vamp(y, A, nv, 7, p=0.1, damping=0.7, **kw),
+        "oamp": lambda **kw: sp.oamp(y, A, nv, 7, p=0.1, **kw),
+    }
+    xh, stack = fns[name](history=True)
+    assert stack.shape == (7, 3, 40) and torch.equal(stack[-1], xh)
+    _, curve = fns[name](history=lambda v: float(sp.nmse_db(v, x)))
+    assert curve.shape == (7,) and curve[-1] == pytest.approx(float(sp.nmse_db(xh, x)))
+    with pytest.raises(TypeError, match="history must be a bool or a callable"):
+        fns[name](history="yes")
+
+
+# --------------------------------------------------------------------------- #
+# One formula (issue 10, section 7)
+# --------------------------------------------------------------------------- #
+def test_state_evolution_numbers_unchanged():
+    """Values of the state evolution before the NumPy Bernoulli-Gaussian formula was replaced
+    by the torch one (lib at commit c5aa9da), to 1e-12 relative."""
+    bg = sp.state_evolution(0.5, 0.1, 2e-5, 30, denoiser="bg")
+    soft = sp.state_evolution(0.5, 0.1, 2e-5, 30, alpha=1.14)
+    fp = sp.se_fixed_point(0.5, 0.1, 2e-5, denoiser="bg")["nmse"]
+    old_bg = [0.3812682508931587, 3.311249386727768e-05, 2.7535301311837304e-05]
+    old_soft = [0.45129808180014636, 0.004319279651094195, 0.00018944883446102685]
+    assert np.allclose(bg[[0, 9, 29]], old_bg, rtol=1e-12, atol=0)
+    assert np.allclose(soft[[0, 9, 29]], old_soft, rtol=1e-12, atol=0)
+    assert fp == pytest.approx(2.7535301677699555e-05, rel=1e-12)
+
+
+@pytest.mark.parametrize("p", [0.05, 0.3, 1.0])
+@pytest.mark.parametrize("tau2", [1e-6, 1e-2, 3.0])
+def test_state_evolution_denoisers_are_the_algorithms_denoisers(p, tau2):
+    grid = np.linspace(-5, 5, 1001)
+    rt = torch.from_numpy(grid)
+    bg = _np_denoiser("bg", None, p, 1.0)(grid, tau2)
+    assert np.allclose(bg, sp.bg_mmse_denoiser(rt, tau2, p)[0].numpy(), rtol=1e-12, atol=1e-300)
+    soft = _np_denoiser("soft", 1.3, p, 1.0)(grid, tau2)
+    assert np.array_equal(soft, sp.soft_threshold(rt, 1.3 * math.sqrt(tau2)).numpy())
+
+
+def test_few_path_channel_uses_the_ula_response():
+    g = torch.Generator().manual_seed(13)
+    h, ha = sp.few_path_channel(32, 3, generator=g, on_grid=True)
+    assert h.dtype == torch.complex128 and h.shape == (32,)
+    assert int((ha.abs() > 1e-9).sum()) == 3  # exactly L-sparse on the DFT grid
+    assert float(ha.abs().pow(2).sum()) == pytest.approx(float(h.abs().pow(2).sum()), rel=1e-12)
+    # the same draws by hand: grid indices, CN(0, 1) gains, lib.phy.ula_response
+    g = torch.Generator().manual_seed(13)
+    idx = torch.randperm(32, generator=g)[:3].to(torch.float64)
+    gains = complex_normal(3, generator=g)
+    ref = ula_response(32, 2 * idx / 32 - 1).T @ gains / math.sqrt(3)
+    assert torch.allclose(h, ref, atol=1e-12)
+    with pytest.raises(ValueError, match="n_paths must be <= n_antennas = 4 on the grid"):
+        sp.few_path_channel(4, 5, on_grid=True)
+
+
+# --------------------------------------------------------------------------- #
+# Robustness (issue 10, section 5): dtypes, devices, non-finite numbers
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("name", sorted(_ALGORITHMS))
+def test_float32_problems_stay_float32(name):
+    g = torch.Generator().manual_seed(14)
+    A = sp.gaussian_matrix(30, 60, generator=g, dtype=torch.float32)
+    x = sp.bernoulli_gaussian(4, 60, 0.1, generator=g, dtype=torch.float32)
+    y, nv = sp.measure(A, x, 30.0, 0.1, generator=g)
+    assert y.dtype == torch.float32
+    xh = _ALGORITHMS[name](y, A, nv, 10)
+    assert xh.dtype == torch.float32 and bool(torch.isfinite(xh).all())
+
+
+def test_measure_and_starts_do_not_cast_silently(reference):
+    A, x, y, nv = reference
+    with pytest.raises(TypeError, match="x must have the dtype of A"):
+        sp.measure(A, x.float(), 30.0, 0.1)
+    with pytest.raises(TypeError, match="x0 must have the dtype of y"):
+        sp.ista(y, A, 0.1, 3, x0=torch.zeros_like(x, dtype=torch.float32))
+    with pytest.raises(TypeError, match="x_support_mask must have dtype bool"):
+        sp.support_oracle(y, A, (x != 0).double())
+    with pytest.raises(TypeError, match="y and A must have the same dtype"):
+        sp.oamp(y.float(), A, nv, 3, p=0.1)
+
+
+@pytest.mark.parametrize(
+    "call, exc, match",
+    [
+        (lambda A: sp.noise_var_for_snr(A, 0.1, math.nan), ValueError, "snr_db must be a finite"),
+        (lambda A: sp.noise_var_for_snr(A, 0.1, math.inf), ValueError, "snr_db must be a finite"),
+        (lambda A: sp.noise_var_for_snr(A, math.nan, 10.0), ValueError, "p must be a finite"),
+        (
+            lambda A: sp.measure(A, torch.zeros(2, 500, dtype=A.dtype), -math.inf, 0.1),
+            ValueError,
+            "snr_db",
+        ),
+        (
+            lambda A: sp.bernoulli_gaussian(2, 5, 0.1, dtype=torch.complex128),
+            TypeError,
+            "dtype must be",
+        ),
+        (lambda A: sp.gaussian_matrix(2, 5, dtype=torch.int64), TypeError, "dtype must be"),
+        (lambda A: sp.bernoulli_gaussian(2, 5, 0.1, signal_var=math.inf), ValueError, "signal_var"),
+        (lambda A: sp.ill_conditioned_matrix(5, 6, math.inf), ValueError, "cond must be a finite"),
+        (lambda A: sp.ill_conditioned_matrix(5, 6, math.nan), ValueError, "cond must be a finite"),
+        (
+            lambda A: sp.ista(
+                torch.zeros(1, 3, dtype=torch.float64),
+                torch.zeros(3, 4, dtype=torch.float64),
+                0.1,
+                2,
+            ),
+            ValueError,
+            "A is zero",
+        ),
+        (
+            lambda A: sp.amp(torch.zeros(1, 250, dtype=A.dtype), A, 2, alpha=math.nan),
+            ValueError,
+            "alpha must be a finite",
+        ),
+        (
+            lambda A: sp.amp(
+                torch.zeros(1, 250, dtype=A.dtype), A, 2, denoiser="bg", p=0.1, signal_var=0.0
+            ),
+            ValueError,
+            "signal_var must be > 0",
+        ),
+        (
+            lambda A: sp.amp(torch.zeros(1, 250, dtype=A.dtype), A, 2, onsager=1),
+            TypeError,
+            "onsager must be a bool",
+        ),
+        (
+            lambda A: sp.vamp(torch.zeros(1, 250, dtype=A.dtype), A, 1e-3, 2, p=0.1, damping=0.0),
+            ValueError,
+            r"damping must be in \(0, 1\]",
+        ),
+        (
+            lambda A: sp.vamp(torch.zeros(1, 250, dtype=A.dtype), A, math.nan, 2, p=0.1),
+            ValueError,
+            "noise_var must be finite",
+        ),
+        (
+            lambda A: sp.oamp(
+                torch.zeros(1, 250, dtype=A.dtype), A, 1e-3, 2, p=0.1, signal_var=-1.0
+            ),
+            ValueError,
+            "signal_var must be > 0",
+        ),
+        (
+            lambda A: sp.fista(torch.zeros(1, 250, dtype=A.dtype), A, 0.1, 2, momentum=2.0),
+            TypeError,
+            "momentum must be a callable",
+        ),
+        (
+            lambda A: sp.state_evolution(0.5, 0.1, 1e-3, 3, n_grid=2),
+            ValueError,
+            "n_grid must be >= 3",
+        ),
+        (
+            lambda A: sp.state_evolution(0.5, 0.1, math.nan, 3),
+            ValueError,
+            "noise_var must be a finite",
+        ),
+        (
+            lambda A: sp.state_evolution(math.inf, 0.1, 1e-3, 3),
+            ValueError,
+            "delta must be a finite",
+        ),
+        (lambda A: sp.se_fixed_point(0.5, 0.1, 1e-3, rtol=0.0), ValueError, "rtol must be > 0"),
+        (
+            lambda A: sp.se_fixed_point(0.5, 0.1, 1e-3, max_iters=0),
+            ValueError,
+            "max_iters must be >= 1",
+        ),
+        (lambda A: sp.optimal_alpha(0.5, 0.1, 1e-3, bounds=(2.0, 1.0)), ValueError, "bounds"),
+        (
+            lambda A: sp.optimal_alpha(0.5, 0.1, 1e-3, bounds=2.0),
+            TypeError,
+            "bounds must be a pair",
+        ),
+        (lambda A: sp.calibrated_lambda(0.5, 0.1, 1e-3, -1.0), ValueError, "alpha must be >= 0"),
+        (lambda A: sp.soft_threshold(torch.ones(3), math.nan), ValueError, "tau must be a finite"),
+        (
+            lambda A: sp.bg_mmse_denoiser(torch.ones(3), math.inf, 0.1),
+            ValueError,
+            "tau2 must be a finite",
+        ),
+        (
+            lambda A: sp.bg_mmse_denoiser(torch.ones(3), torch.tensor([1.0, 0.0, 1.0]), 0.1),
+            ValueError,
+            "tau2 must be > 0",
+        ),
+        (
+            lambda A: sp.soft_threshold(torch.ones(2, 3), torch.tensor([0.5, math.nan])),
+            ValueError,
+            "tau contains NaN",
+        ),
+    ],
+)
+def test_non_finite_and_out_of_range_arguments_are_rejected(reference, call, exc, match):
+    A = reference[0]
+    with pytest.raises(exc, match=match):
+        call(A)
+
+
+def test_generators_take_the_requested_device():
+    g = torch.Generator().manual_seed(15)
+    assert sp.bernoulli_gaussian(2, 5, 0.1, generator=g, device="meta").device.type == "meta"
+    assert sp.gaussian_matrix(2, 5, generator=g, device="meta").device.type == "meta"
+    assert sp.gaussian_matrix(2, 5, batch=2, device="meta").device.type == "meta"
+    # the generator's numbers do not depend on the device they are moved to
+    a = sp.gaussian_matrix(3, 4, generator=torch.Generator().manual_seed(1), device="cpu")
+    b = sp.gaussian_matrix(3, 4, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_sparse_pipeline_on_cuda_matches_cpu():
+    g = lambda: torch.Generator().manual_seed(16)  # noqa: E731
+    A = sp.gaussian_matrix(30, 60, generator=g(), device="cuda")
+    x = sp.bernoulli_gaussian(4, 60, 0.1, generator=g(), device="cuda")
+    y, nv = sp.measure(A, x, 30.0, 0.1, generator=g())
+    y_cpu, _ = sp.measure(A.cpu(), x.cpu(), 30.0, 0.1, generator=g())
+    assert y.device.type == "cuda" and torch.allclose(y.cpu(), y_cpu, atol=1e-12)
+    for name, fn in _ALGORITHMS.items():
+        out = fn(y, A, nv, 10)
+        assert out.device.type == "cuda", name
+        assert torch.allclose(out.cpu(), fn(y_cpu, A.cpu(), nv, 10), atol=1e-8), name
+    assert sp.support_oracle(y, A, x != 0).device.type == "cuda"
+
+
+def test_se_fixed_point_reports_non_convergence():
+    fp = sp.se_fixed_point(0.5, 0.1, 1e-3, max_iters=2)
+    assert fp["converged"] is False and fp["iters"] == 2
+    fp = sp.se_fixed_point(0.5, 0.1, 1e-3)
+    assert fp["converged"] is True and fp["iters"] < 2000

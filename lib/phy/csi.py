@@ -14,9 +14,9 @@ Two CSI-degradation models of Schynol et al., Sec. 5.1.4:
   (3 dB steps) and their phases (PSK), reconstruct, and report the group with the smallest
   reconstruction error.
 
-Functions take the book's downlink matrix ``H`` of shape ``(batch, users, N)`` with rows
-``h_k^H`` and per-user covariances ``R`` ``(batch, users, N, N)`` of the column vectors
-``h_k`` (as built by :mod:`lib.phy.arrays`).
+Functions take the book's downlink matrix ``H`` of shape ``(B, K, N)`` with rows ``h_k^H`` and
+per-user covariances ``R`` ``(B, K, N, N)`` of the column vectors ``h_k`` (as built by
+:mod:`lib.phy.arrays`). Book chapter *Hybrid beamforming under imperfect CSI: outage*.
 """
 
 from __future__ import annotations
@@ -26,8 +26,16 @@ from dataclasses import dataclass
 
 import torch
 
-from lib.core.checks import check_complex, check_positive_int, per_sample
-from lib.core.units import lin_to_db
+from lib.core.checks import (
+    _real_dtype,
+    check_complex,
+    check_positive_int,
+    check_tensor,
+    per_sample,
+    same_device,
+    same_dtype,
+)
+from lib.phy.channels import _hermitian_psd_eigh, complex_normal
 
 __all__ = [
     "mmse_estimate",
@@ -42,74 +50,122 @@ __all__ = [
 def _check_HR(H, R):
     check_complex(H, "H", ndim=3)
     check_complex(R, "R", shape=(H.shape[0], H.shape[1], H.shape[2], H.shape[2]))
+    same_device(H, R, names=("H", "R"))
+    same_dtype(H, R, names=("H", "R"))
 
 
-def _shrinkage(R: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
-    """``R (R + I/rho)^{-1}`` for a ``(batch,)`` pilot power, by eigendecomposition of ``R``."""
-    lam, U = torch.linalg.eigh(R)
-    lam = lam.clamp_min(0)
-    d = lam / (lam + 1.0 / rho[:, None, None])
-    return (U * d[..., None, :].to(U.dtype)) @ U.mH
+def _eig_R(R: torch.Tensor):
+    """Checked eigendecomposition of the covariances, eigenvalues clamped at zero."""
+    lam, U = _hermitian_psd_eigh(R, "R")
+    return lam.clamp_min(0), U
 
 
 def mmse_estimate(H, R, pilot_power, *, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Noisy MMSE channel estimate with pilot power ``rho`` (Schynol et al., eq. (55)).
+    """Noisy MMSE channel estimate with pilot power ``rho`` (Schynol et al., eq. (55); chapter
+    *Hybrid beamforming under imperfect CSI*, eq. ``eq-hbfo-mmse``).
+
+    ``hat h = R (R + I/rho)^{-1} (h + rho^{-1/2} n)`` with ``n ~ CN(0, I)`` drawn by
+    :func:`lib.phy.complex_normal`.
 
     Parameters
     ----------
     H : torch.Tensor
-        ``(batch, users, N)`` complex, rows ``h_k^H`` (true channels).
+        ``(B, K, N)`` complex, rows ``h_k^H`` (true channels).
     R : torch.Tensor
-        ``(batch, users, N, N)`` complex covariances of the columns ``h_k``.
-    pilot_power : float or (batch,) tensor
-        Pilot SNR ``rho`` (linear, noise variance one).
+        ``(B, K, N, N)`` complex Hermitian PSD covariances of the columns ``h_k``, same dtype
+        and device as ``H``.
+    pilot_power : float or torch.Tensor
+        Pilot SNR ``rho > 0`` (linear, noise variance one), a scalar or ``(B,)``.
+    generator : torch.Generator, optional
+        Source of the pilot noise. The noise is drawn on the generator's device and moved to
+        ``H``'s device (without a generator, drawn on ``H``'s device), so a CPU generator gives
+        the same estimate on every device.
 
     Returns
     -------
     torch.Tensor
-        ``H_hat`` with the same shape, rows ``hat h_k^H``.
+        ``H_hat`` ``(B, K, N)``, rows ``hat h_k^H``, dtype and device of ``H``.
     """
     _check_HR(H, R)
-    rho = per_sample(pilot_power, "pilot_power", H.shape[0], device=H.device)
-    real = torch.float64 if H.dtype == torch.complex128 else torch.float32
-    n = torch.complex(
-        torch.randn(H.shape, dtype=real, generator=generator),
-        torch.randn(H.shape, dtype=real, generator=generator),
-    ) / math.sqrt(2.0)
+    real = _real_dtype(H)
+    rho = per_sample(pilot_power, "pilot_power", H.shape[0], dtype=real, device=H.device)
+    n = complex_normal(*H.shape, generator=generator, dtype=H.dtype, device=H.device)
+    lam, U = _eig_R(R)
+    d = lam / (lam + 1.0 / rho[:, None, None])  # eigenvalues of R (R + I/rho)^{-1}
+    shrink = (U * d[..., None, :].to(U.dtype)) @ U.mH
     h = H.conj()
-    y = h + n / rho.sqrt()[:, None, None].to(real)
-    h_hat = (_shrinkage(R, rho.to(real)) @ y[..., None]).squeeze(-1)
+    y = h + n / rho.sqrt()[:, None, None]
+    h_hat = (shrink @ y[..., None]).squeeze(-1)
     return h_hat.conj()
 
 
 def mmse_error_covariance(R, pilot_power) -> torch.Tensor:
     """Error covariance ``C = R - R (R + I/rho)^{-1} R`` of the MMSE estimate.
 
-    Shape ``(batch, users, N, N)``, like ``R``.
+    Schynol et al., Sec. 5.1.4 (after their eq. (55)); computed in the eigenbasis of ``R`` as
+    ``lam / (1 + rho lam)``, which is PSD by construction.
+
+    Parameters
+    ----------
+    R : torch.Tensor
+        ``(B, K, N, N)`` complex Hermitian PSD covariances.
+    pilot_power : float or torch.Tensor
+        ``rho > 0``, scalar or ``(B,)``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``C`` ``(B, K, N, N)``, like ``R``.
     """
     check_complex(R, "R", ndim=4)
-    rho = per_sample(pilot_power, "pilot_power", R.shape[0], device=R.device)
-    real = torch.float64 if R.dtype == torch.complex128 else torch.float32
-    lam, U = torch.linalg.eigh(R)
-    lam = lam.clamp_min(0)
-    c = lam / (1.0 + rho.to(real)[:, None, None] * lam)  # lam - lam^2/(lam + 1/rho)
+    rho = per_sample(pilot_power, "pilot_power", R.shape[0], dtype=_real_dtype(R), device=R.device)
+    lam, U = _eig_R(R)
+    c = lam / (1.0 + rho[:, None, None] * lam)  # lam - lam^2/(lam + 1/rho)
     return (U * c[..., None, :].to(U.dtype)) @ U.mH
 
 
 def estimation_nmse_db(H_hat: torch.Tensor, H: torch.Tensor) -> float:
-    """NMSE in dB, ratio of sums over the whole set: ``10 log10(sum |H_hat - H|^2 / sum |H|^2)``."""
+    """NMSE in dB, ratio of sums over the whole set: ``10 log10(sum |H_hat - H|^2 / sum |H|^2)``.
+
+    Parameters
+    ----------
+    H_hat, H : torch.Tensor
+        Complex, same shape and device; ``H`` not all zero.
+
+    Returns
+    -------
+    float
+        The NMSE in dB; ``-inf`` for a perfect estimate.
+
+    Raises
+    ------
+    ValueError
+        ``H`` is all zero (the NMSE is undefined).
+    """
     check_complex(H_hat, "H_hat")
     check_complex(H, "H", shape=tuple(H_hat.shape))
-    return float(lin_to_db(float((H_hat - H).abs().pow(2).sum() / H.abs().pow(2).sum())))
+    same_device(H_hat, H, names=("H_hat", "H"))
+    den = float(H.abs().pow(2).sum())
+    if den == 0.0:
+        raise ValueError("H is all zero: the NMSE is undefined")
+    num = float((H_hat - H).abs().pow(2).sum())
+    return 10.0 * math.log10(num / den) if num > 0 else -math.inf
 
 
 @dataclass
 class Type2Feedback:
     """Result of :func:`type2_quantize`.
 
-    ``H_hat`` ``(batch, users, N)`` reconstructed channels (rows ``hat h^H``); ``group`` and
-    ``beams`` ``(batch, users)`` / ``(batch, users, L)`` the reported group and codeword indices;
-    ``bits`` the feedback bits per user (:func:`type2_feedback_bits`).
+    Attributes
+    ----------
+    H_hat : torch.Tensor
+        ``(B, K, N)`` reconstructed channels (rows ``hat h^H``).
+    group : torch.Tensor
+        ``(B, K)`` long, the reported orthogonal group.
+    beams : torch.Tensor
+        ``(B, K, L)`` long, the reported codeword indices (columns of the codebook).
+    bits : int
+        Feedback bits per user (:func:`type2_feedback_bits`; ``-1`` when not counted).
     """
 
     H_hat: torch.Tensor
@@ -118,11 +174,12 @@ class Type2Feedback:
     bits: int
 
 
-def _amp_levels(amp_bits: int, dtype) -> torch.Tensor:
+def _amp_levels(amp_bits: int, dtype, device) -> torch.Tensor:
     """Amplitude alphabet ``{1, 2^{-1/2}, 2^{-1}, ..., 0}``: ``2^b - 1`` 3 dB steps and zero."""
     n = 2**amp_bits
-    lev = torch.pow(torch.tensor(0.5, dtype=dtype), torch.arange(n - 1, dtype=dtype) / 2)
-    return torch.cat([lev, torch.zeros(1, dtype=dtype)])
+    k = torch.arange(n - 1, dtype=dtype, device=device)
+    lev = torch.pow(torch.tensor(0.5, dtype=dtype, device=device), k / 2)
+    return torch.cat([lev, torch.zeros(1, dtype=dtype, device=device)])
 
 
 def type2_feedback_bits(
@@ -133,14 +190,41 @@ def type2_feedback_bits(
     ``log2(O_h O_v)`` (group) + ``ceil(log2 C(N, L))`` (beam subset) + ``ceil(log2 L)``
     (strongest beam, amplitude 1 and phase 0 by convention) + ``(L - 1)(amp_bits + phase_bits)``.
     The overall gain (strongest coefficient magnitude) is assumed known, like a CQI report.
+
+    Parameters
+    ----------
+    n_h, n_v : int
+        Array size, ``N = n_h n_v``.
+    oversampling : pair of int
+        ``(O_h, O_v)``.
+    n_beams : int
+        ``L``, ``1 <= L <= N``.
+    amp_bits, phase_bits : int
+        ``>= 1``.
+
+    Returns
+    -------
+    int
+        Bits per user.
     """
+    n_h = check_positive_int(n_h, "n_h")
+    n_v = check_positive_int(n_v, "n_v")
+    if not isinstance(oversampling, (tuple, list)) or len(oversampling) != 2:
+        raise TypeError(f"oversampling must be a pair (O_h, O_v), got {oversampling!r}")
+    o_h = check_positive_int(oversampling[0], "oversampling[0]")
+    o_v = check_positive_int(oversampling[1], "oversampling[1]")
     N = n_h * n_v
-    G = oversampling[0] * oversampling[1]
+    L = check_positive_int(n_beams, "n_beams")
+    if L > N:
+        raise ValueError(f"n_beams must be <= N = {N}, got {L}")
+    amp_bits = check_positive_int(amp_bits, "amp_bits")
+    phase_bits = check_positive_int(phase_bits, "phase_bits")
+    G = o_h * o_v
     return (
         math.ceil(math.log2(G))
-        + math.ceil(math.log2(math.comb(N, n_beams)))
-        + math.ceil(math.log2(n_beams))
-        + (n_beams - 1) * (amp_bits + phase_bits)
+        + math.ceil(math.log2(math.comb(N, L)))
+        + math.ceil(math.log2(L))
+        + (L - 1) * (amp_bits + phase_bits)
     )
 
 
@@ -156,51 +240,67 @@ def type2_quantize(
     n_v: int | None = None,
     oversampling=None,
 ) -> Type2Feedback:
-    """DFT Type-II-like feedback quantisation of each user's channel.
+    """DFT Type-II-like feedback quantisation of each user's channel (Schynol et al., Sec. 5.1.4).
+
+    The quantiser acts on ``h_k`` (the complex conjugate of row ``k``); the strongest
+    coefficient keeps its magnitude (assumed reported as a gain) and its phase is the
+    reference, since a common phase of ``h_k`` does not change any SINR. A zero channel
+    quantises to zero: ``H_hat`` is zero (never NaN), the reported group is 0, and the beams
+    are ``L`` codewords of group 0 (any choice reconstructs zero).
 
     Parameters
     ----------
     H : torch.Tensor
-        ``(batch, users, N)`` complex, rows ``h_k^H``.
+        ``(B, K, N)`` complex, rows ``h_k^H``.
     codebook, groups : torch.Tensor
-        From :func:`lib.phy.dft_codebook`: ``(N, G N)`` codewords and their group index.
+        From :func:`lib.phy.dft_codebook`: ``(N, G N)`` codewords (same dtype and device as
+        ``H``) and their group index ``(G N,)`` (integers ``0..G-1``, ``N`` codewords each).
     n_beams : int
-        ``L``, the number of reported beams per user.
+        ``L``, the number of reported beams per user, ``<= N``.
     amp_bits, phase_bits : int
         Amplitude bits (3 dB steps relative to the strongest, plus zero) and ``2^phase_bits``-PSK.
     n_h, n_v, oversampling : optional
         Only used to count the feedback bits (``bits = -1`` when omitted).
 
-    The quantiser acts on ``h_k`` (the complex conjugate of row ``k``); the strongest
-    coefficient keeps its magnitude (assumed reported as a gain) and its phase is the
-    reference, since a common phase of ``h_k`` does not change any SINR.
+    Returns
+    -------
+    Type2Feedback
+        Reconstructed channels, reported group and beams, and the bit count.
     """
     check_complex(H, "H", ndim=3)
     check_complex(codebook, "codebook", ndim=2)
     N = H.shape[-1]
-    if codebook.shape[0] != N:
+    if codebook.shape[0] != N or codebook.shape[1] % N != 0:
         raise ValueError(
-            f"codebook must have shape ({N}, n_codewords), got {tuple(codebook.shape)}"
+            f"codebook must have shape ({N}, G * {N}) (G orthogonal groups of N codewords), "
+            f"got {tuple(codebook.shape)}"
         )
+    check_tensor(groups, "groups", shape=(codebook.shape[1],))
+    if groups.is_floating_point() or groups.is_complex() or groups.dtype == torch.bool:
+        raise TypeError(f"groups must be an integer tensor, got {groups.dtype}")
+    same_device(H, codebook, groups, names=("H", "codebook", "groups"))
+    same_dtype(H, codebook, names=("H", "codebook"))
     L = check_positive_int(n_beams, "n_beams")
     if L > N:
         raise ValueError(f"n_beams must be <= N = {N}, got {L}")
     check_positive_int(amp_bits, "amp_bits")
     check_positive_int(phase_bits, "phase_bits")
-    G = int(groups.max()) + 1
+    G = codebook.shape[1] // N
+    counts = torch.bincount(groups.clamp(0, G), minlength=G + 1)
+    if int(groups.min()) < 0 or int(groups.max()) >= G or bool((counts[:G] != N).any()):
+        raise ValueError(f"groups must hold each of 0..{G - 1} exactly N = {N} times")
     order = torch.argsort(groups, stable=True)
-    B = (
-        codebook[:, order].to(H.dtype).reshape(N, G, N).permute(1, 0, 2)
-    )  # (G, N, N): orthonormal bases
+    B = codebook[:, order].reshape(N, G, N).permute(1, 0, 2)  # (G, N, N): orthonormal bases
     h = H.conj()  # (b, k, N)
     coef = torch.einsum("gnm,bkn->bkgm", B.conj(), h)  # coefficients per group (b, k, G, N)
     mag = coef.abs()
     top_mag, top_idx = mag.topk(L, dim=-1)  # (b, k, G, L)
     top_c = coef.gather(-1, top_idx)
     ref = top_c[..., :1]
-    rel = top_c / ref  # strongest -> 1
+    # strongest -> 1; a zero channel has ref = 0 and every coefficient 0: divide by 1 instead
+    rel = top_c / torch.where(ref == 0, torch.ones_like(ref), ref)
     real = mag.dtype
-    levels = _amp_levels(amp_bits, real)
+    levels = _amp_levels(amp_bits, real, H.device)
     a_q = levels[(rel.abs()[..., None] - levels).abs().argmin(-1)]
     n_ph = 2**phase_bits
     ph = torch.round(torch.angle(rel) / (2 * math.pi / n_ph)) * (2 * math.pi / n_ph)

@@ -1,17 +1,20 @@
-"""Shared helpers of the sparse-recovery modules: entry checks of y, A and x0, batched
-products A x and A^T z, and the per-iteration history collector (``history=True`` or a callable).
+"""Shared helpers of the sparse-recovery modules: entry checks of ``y``, ``A`` and ``x0``, batched
+products ``A x`` and ``A^T z``, and the per-iteration history collector (``history=True`` or a
+callable). Book chapter *Sparse recovery*.
 
 Shapes: ``A`` is ``(M, N)`` or ``(B, M, N)``, ``x`` is ``(B, N)``, ``y`` is ``(B, M)``.
+
+Every public algorithm validates its inputs once, at the entry, with these helpers; the
+iterations then run unchecked (no ``bool(...)`` on a tensor, i.e. no device synchronisation,
+inside a loop).
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
-from lib.core.checks import check_real, check_tensor, per_sample
+from lib.core.checks import check_number, check_real, check_tensor, per_sample, same_device
 
 __all__ = []
 
@@ -20,25 +23,17 @@ __all__ = []
 # Validation helpers
 # --------------------------------------------------------------------------- #
 def _check_prob(p, name: str = "p") -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number in (0, 1], got {type(p).__name__}")
-    p = float(p)
-    if not (0.0 < p <= 1.0):
-        raise ValueError(f"{name} must be in (0, 1], got {p}")
-    return p
+    """A probability in ``(0, 1]`` (the sparsity of a Bernoulli-Gaussian prior)."""
+    return check_number(p, name, lo=0.0, hi=1.0, lo_open=True)
 
 
 def _check_pos_float(v, name: str, *, allow_zero: bool = False) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {type(v).__name__}")
-    v = float(v)
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {v}")
-    return v
+    """A finite number ``> 0`` (``>= 0`` with ``allow_zero``)."""
+    return check_number(v, name, lo=0.0, lo_open=not allow_zero)
 
 
 def _check_A(A) -> torch.Tensor:
-    check_tensor(A, "A", ndim=(2, 3))
+    check_tensor(A, "A", ndim=(2, 3), finite=False)  # finiteness: once, in check_real below
     if A.is_complex():
         raise TypeError(
             f"A must be a real floating tensor (float32/float64), got {A.dtype}; "
@@ -49,7 +44,7 @@ def _check_A(A) -> torch.Tensor:
 
 
 def _check_yA(y, A) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check ``y`` (batch, M) against ``A`` (M, N) or (batch, M, N)."""
+    """Check ``y`` (batch, M) against ``A`` (M, N) or (batch, M, N): shape, dtype, device."""
     A = _check_A(A)
     m = A.shape[-2]
     if isinstance(y, torch.Tensor) and y.is_complex():
@@ -62,14 +57,32 @@ def _check_yA(y, A) -> tuple[torch.Tensor, torch.Tensor]:
         )
     if y.dtype != A.dtype:
         raise TypeError(f"y and A must have the same dtype, got {y.dtype} and {A.dtype}")
+    same_device(y, A, names=("y", "A"))
     return y, A
 
 
-def _check_x0(x0, batch: int, n: int, dtype) -> torch.Tensor | None:
+def _check_x0(x0, batch: int, n: int, ref: torch.Tensor) -> torch.Tensor | None:
+    """An optional start ``x0`` (batch, N) with ``ref``'s dtype and device (no silent cast)."""
     if x0 is None:
         return None
     check_real(x0, "x0", shape=(batch, n))
-    return x0.to(dtype)
+    if x0.dtype != ref.dtype:
+        raise TypeError(f"x0 must have the dtype of y ({ref.dtype}), got {x0.dtype}")
+    same_device(x0, ref, names=("x0", "y"))
+    return x0
+
+
+def _check_noise_var_unused(noise_var, batch: int, ref: torch.Tensor) -> None:
+    """Validate a ``noise_var`` that an algorithm accepts for a common signature but ignores."""
+    if noise_var is not None:
+        per_sample(
+            noise_var, "noise_var", batch, dtype=ref.dtype, device=ref.device, allow_zero=True
+        )
+
+
+def _check_history(history) -> None:
+    if not (isinstance(history, bool) or callable(history)):
+        raise TypeError(f"history must be a bool or a callable, got {type(history).__name__}")
 
 
 def _per_sample_col(value, name: str, batch: int, ref: torch.Tensor, **kw) -> torch.Tensor:
@@ -92,11 +105,15 @@ def _mtv(A: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 
 class _History:
-    """Collects per-iteration estimates (``history=True``) or ``f(estimate)`` (callable)."""
+    """Collects per-iteration estimates (``history=True``) or ``f(estimate)`` (callable).
+
+    ``result(x)`` returns ``x`` (``history=False``), or ``(x, stack)`` with ``stack`` the
+    ``(iters, batch, N)`` tensor of the estimates (``history=True``) or the stacked values
+    ``f(x_t)`` (a tensor if ``f`` returns tensors, else a NumPy array).
+    """
 
     def __init__(self, history):
-        if not (isinstance(history, bool) or callable(history)):
-            raise TypeError(f"history must be a bool or a callable, got {type(history).__name__}")
+        _check_history(history)
         self.mode = history
         self.items: list = []
 

@@ -1,6 +1,20 @@
 """Approximate message passing and its orthogonal variants: AMP (Donoho, Maleki and
 Montanari 2009), VAMP (Rangan, Schniter and Fletcher 2019, Algorithm 1) and OAMP (Ma and Ping
-2017, eqs. (13)-(16)), in SVD form for VAMP and OAMP. Chapter: *Sparse recovery*.
+2017, eqs. (13)-(16)), in SVD form for VAMP and OAMP. Sparse recovery chapter
+(``book/sparse_recovery.ipynb``, eqs. ``eq-sparse-amp``, ``eq-sparse-vamp``).
+
+Every algorithm validates its inputs once at the entry and then iterates unchecked (the
+denoisers are the unchecked cores of :mod:`lib.sparse.denoisers`; no ``bool(...)`` inside the
+loop). Signatures, for the sparse-estimator interface ``estimator(y, A, noise_var) -> x_hat``:
+
+* ``amp(y, A, iters, *, ..., noise_var=None)`` -- AMP estimates its noise level from the
+  residual; ``noise_var`` is accepted as a keyword for the common call and not used;
+* ``vamp(y, A, noise_var, iters, *, p, ...)`` and ``oamp(y, A, noise_var, iters, *, p, ...)``
+  -- ``noise_var`` is the third positional argument.
+
+Per-iteration results: ``history=True`` returns ``(x_hat, stack)`` with ``stack`` of shape
+``(T, B, N)`` (``T = iters``); a callable ``history=f`` returns ``(x_hat, [f(x_1), ...,
+f(x_T)])`` stacked (a tensor if ``f`` returns tensors, else a NumPy array).
 """
 
 from __future__ import annotations
@@ -9,6 +23,7 @@ import torch
 
 from lib.core.checks import check_positive_int
 from lib.sparse.common import (
+    _check_noise_var_unused,
     _check_pos_float,
     _check_prob,
     _check_yA,
@@ -17,7 +32,7 @@ from lib.sparse.common import (
     _mv,
     _per_sample_col,
 )
-from lib.sparse.denoisers import bg_mmse_denoiser, soft_threshold
+from lib.sparse.denoisers import _bg_mmse, _bg_prior_logit, _soft
 
 __all__ = ["DEFAULT_ALPHA", "amp", "vamp", "oamp"]
 
@@ -31,8 +46,11 @@ DEFAULT_ALPHA = 1.1
 # --------------------------------------------------------------------------- #
 # AMP
 # --------------------------------------------------------------------------- #
-def _resolve_denoiser(denoiser, alpha, p, signal_var):
-    """A function ``(r, tau2) -> (xhat, derivative)``; ``tau2`` is a ``(batch, 1)`` column."""
+def _resolve_denoiser(denoiser, alpha, p, signal_var, like: torch.Tensor):
+    """A function ``(r, tau2) -> (xhat, derivative)``; ``tau2`` is a ``(batch, 1)`` column.
+
+    Arguments are checked here, once; the returned function runs unchecked.
+    """
     if callable(denoiser):
         return denoiser
     if denoiser == "soft":
@@ -40,17 +58,18 @@ def _resolve_denoiser(denoiser, alpha, p, signal_var):
 
         def f(r, tau2):
             theta = alpha * torch.sqrt(tau2)
-            xhat = soft_threshold(r, theta)
+            xhat = _soft(r, theta)
             return xhat, (r.abs() > theta).to(r.dtype)
 
         return f
     if denoiser in ("bg", "mmse"):
         if p is None:
             raise ValueError("the Bernoulli-Gaussian denoiser needs the sparsity p (p=...)")
-        p = _check_prob(p)
+        logit = _bg_prior_logit(_check_prob(p), like)
+        s = _check_pos_float(signal_var, "signal_var")
 
         def f(r, tau2):
-            return bg_mmse_denoiser(r, tau2, p, signal_var)
+            return _bg_mmse(r, tau2, logit, s)
 
         return f
     raise ValueError(f"denoiser must be 'soft', 'bg' or a callable, got {denoiser!r}")
@@ -67,25 +86,56 @@ def amp(
     signal_var: float = 1.0,
     onsager: bool = True,
     history=False,
+    noise_var=None,
 ):
-    """Approximate message passing (Donoho, Maleki and Montanari 2009).
+    """Approximate message passing (Donoho, Maleki and Montanari 2009; Sparse recovery chapter,
+    eq. ``eq-sparse-amp``).
 
     Starting from ``x_0 = 0``, ``z_{-1} = 0``:
 
     ``z_t = y - A x_t + (N/M) z_{t-1} <eta'(r_{t-1})>`` (Onsager correction),
     ``tau2_t = ||z_t||^2 / M``, ``r_t = x_t + A^T z_t``, ``x_{t+1} = eta(r_t; tau2_t)``.
+    Valid for i.i.d. Gaussian-like ``A`` with ``||A||_F^2 ~ N``.
 
-    ``denoiser="soft"`` uses ``eta = soft_threshold(r, alpha * sqrt(tau2))``;
-    ``denoiser="bg"`` the Bernoulli-Gaussian posterior mean (needs ``p``), i.e. Bayes-optimal
-    AMP; a callable ``f(r, tau2) -> (xhat, derivative)`` is also accepted (``tau2`` has
-    shape ``(batch, 1)``). Valid for i.i.d. Gaussian-like ``A`` with ``||A||_F^2 ~ N``.
-    ``onsager=False`` drops the correction term (for demonstrations only: the iteration
-    then becomes iterative thresholding with AMP's threshold rule and loses its state evolution).
-    Returns ``x_hat`` (and the history, see the module doc).
+    Parameters
+    ----------
+    y : torch.Tensor
+        ``(B, M)`` real measurements.
+    A : torch.Tensor
+        ``(M, N)`` or ``(B, M, N)``, same dtype and device as ``y``.
+    iters : int
+        ``T``, number of iterations.
+    denoiser : {"soft", "bg"} or callable
+        ``"soft"``: ``eta = soft_threshold(r, alpha * sqrt(tau2))``; ``"bg"``: the
+        Bernoulli-Gaussian posterior mean (needs ``p``), i.e. Bayes-optimal AMP; a callable
+        ``f(r, tau2) -> (xhat, derivative)`` (``tau2`` has shape ``(B, 1)``).
+    alpha : float
+        Threshold multiplier of the soft denoiser, ``>= 0``.
+    p : float, optional
+        Sparsity in ``(0, 1]`` of the ``"bg"`` denoiser.
+    signal_var : float
+        Variance ``> 0`` of the non-zero entries (``"bg"``).
+    onsager : bool
+        ``False`` drops the correction term (for demonstrations only: the iteration then
+        becomes iterative thresholding with AMP's threshold rule and loses its state evolution).
+    history : bool or callable
+        ``True``: also return the per-iteration estimates ``x_1..x_T`` ``(T, B, N)``; a
+        callable ``f``: also return ``f(x_t)`` for ``t = 1..T``, stacked.
+    noise_var : float or torch.Tensor, optional
+        Accepted (validated, ``>= 0``) for the common call ``estimator(y, A, noise_var=...)``;
+        AMP estimates the noise level from the residual and does not use it.
+
+    Returns
+    -------
+    torch.Tensor or (torch.Tensor, stack)
+        ``x_hat`` ``(B, N)``, and with ``history`` the stack.
     """
     iters = check_positive_int(iters, "iters")
     y, A = _check_yA(y, A)
-    eta = _resolve_denoiser(denoiser, alpha, p, signal_var)
+    if not isinstance(onsager, bool):
+        raise TypeError(f"onsager must be a bool, got {type(onsager).__name__}")
+    _check_noise_var_unused(noise_var, y.shape[0], y)
+    eta = _resolve_denoiser(denoiser, alpha, p, signal_var, y)
     batch, m, n = y.shape[0], A.shape[-2], A.shape[-1]
     x = torch.zeros(batch, n, dtype=y.dtype, device=y.device)
     z = y.clone()
@@ -148,7 +198,8 @@ def vamp(
     damping: float = 1.0,
     history=False,
 ):
-    """Vector AMP with the Bernoulli-Gaussian MMSE denoiser (Rangan et al. 2019, Algorithm 1).
+    """Vector AMP with the Bernoulli-Gaussian MMSE denoiser (Rangan et al. 2019, Algorithm 1;
+    Sparse recovery chapter, eq. ``eq-sparse-vamp``).
 
     Each iteration runs an LMMSE stage and a denoising stage, each passing on the
     *extrinsic* (Onsager-corrected) estimate ``r`` and its precision ``gamma``:
@@ -164,13 +215,37 @@ def vamp(
     from ``r2 = 0``, ``gamma2 = 1 / (p signal_var)`` (the prior's mean and variance).
     ``damping`` in (0, 1] mixes new and old ``(r2, 1/gamma2)``. The estimate (and the history)
     is the denoiser output ``x1``.
+
+    Parameters
+    ----------
+    y : torch.Tensor
+        ``(B, M)`` real measurements.
+    A : torch.Tensor
+        ``(M, N)`` or ``(B, M, N)``, same dtype and device as ``y``.
+    noise_var : float or torch.Tensor
+        ``sigma^2 > 0``, scalar or ``(B,)``.
+    iters : int
+        ``T``, number of iterations.
+    p : float
+        Sparsity in ``(0, 1]`` of the Bernoulli-Gaussian prior.
+    signal_var : float
+        Variance ``> 0`` of the non-zero entries.
+    damping : float
+        In ``(0, 1]``; 1 is undamped.
+    history : bool or callable
+        ``True``: also return the per-iteration estimates ``x1`` ``(T, B, N)``; a callable
+        ``f``: also return ``f(x1_t)`` for ``t = 1..T``, stacked.
+
+    Returns
+    -------
+    torch.Tensor or (torch.Tensor, stack)
+        ``x_hat`` ``(B, N)``, and with ``history`` the stack.
     """
     iters = check_positive_int(iters, "iters")
     y, A = _check_yA(y, A)
     p = _check_prob(p)
-    damping = _check_pos_float(damping, "damping")
-    if damping > 1:
-        raise ValueError(f"damping must be in (0, 1], got {damping}")
+    signal_var = _check_pos_float(signal_var, "signal_var")
+    damping = _check_prob(damping, "damping")
     batch, n = y.shape[0], A.shape[-1]
     gw = 1.0 / _per_sample_col(noise_var, "noise_var", batch, y)
     svd = _SVD(A, y)
@@ -179,6 +254,7 @@ def vamp(
     gamma2 = torch.full((batch, 1), 1.0 / (p * signal_var), dtype=y.dtype, device=y.device)
     eps = 1e-9
     hist = _History(history)
+    logit = _bg_prior_logit(p, y)
     x1 = r2
     for _ in range(iters):
         # LMMSE stage in the V basis
@@ -188,7 +264,7 @@ def vamp(
         gamma1 = _clip_prec(gamma2 * (1 - alpha2) / alpha2)
         r1 = (x2 - alpha2 * r2) / (1 - alpha2)
         # denoising stage
-        x1, dx = bg_mmse_denoiser(r1, 1.0 / gamma1, p, signal_var)
+        x1, dx = _bg_mmse(r1, 1.0 / gamma1, logit, signal_var)
         hist.add(x1)
         alpha1 = torch.clamp(dx.mean(-1, keepdim=True), eps, 1 - eps)
         gamma2_new = _clip_prec(gamma1 * (1 - alpha1) / alpha1)
@@ -221,10 +297,34 @@ def oamp(
     divergence-free denoiser ``x_{t+1} = (eta(r_t) - <eta'> r_t) / (1 - <eta'>)``
     with ``eta`` the Bernoulli-Gaussian MMSE denoiser. The estimate (and the history) is
     ``eta(r_t)``. All matrices are diagonal in the SVD basis of ``A``.
+
+    Parameters
+    ----------
+    y : torch.Tensor
+        ``(B, M)`` real measurements.
+    A : torch.Tensor
+        ``(M, N)`` or ``(B, M, N)``, same dtype and device as ``y``.
+    noise_var : float or torch.Tensor
+        ``sigma^2 > 0``, scalar or ``(B,)``.
+    iters : int
+        ``T``, number of iterations.
+    p : float
+        Sparsity in ``(0, 1]`` of the Bernoulli-Gaussian prior.
+    signal_var : float
+        Variance ``> 0`` of the non-zero entries.
+    history : bool or callable
+        ``True``: also return the per-iteration estimates ``eta(r_t)`` ``(T, B, N)``; a
+        callable ``f``: also return ``f(eta(r_t))`` for ``t = 1..T``, stacked.
+
+    Returns
+    -------
+    torch.Tensor or (torch.Tensor, stack)
+        ``x_hat`` ``(B, N)``, and with ``history`` the stack.
     """
     iters = check_positive_int(iters, "iters")
     y, A = _check_yA(y, A)
     p = _check_prob(p)
+    signal_var = _check_pos_float(signal_var, "signal_var")
     batch, m, n = y.shape[0], A.shape[-2], A.shape[-1]
     nv = _per_sample_col(noise_var, "noise_var", batch, y)
     svd = _SVD(A, y)
@@ -234,6 +334,7 @@ def oamp(
     x = torch.zeros(batch, n, dtype=y.dtype, device=y.device)
     eps = 1e-9
     hist = _History(history)
+    logit = _bg_prior_logit(p, y)
     xhat = x
     for _ in range(iters):
         # V^T A^T (y - A x) = S^T U^T y - S^T S V^T x
@@ -251,7 +352,7 @@ def oamp(
         b = 1 - w * s
         tr_bb = (b[:, :k] ** 2).sum(-1, keepdim=True) + (n - k)
         tau2 = torch.clamp((tr_bb * v2 + (w**2).sum(-1, keepdim=True) * nv) / n, min=eps)
-        xhat, dx = bg_mmse_denoiser(r, tau2, p, signal_var)
+        xhat, dx = _bg_mmse(r, tau2, logit, signal_var)
         hist.add(xhat)
         mean_d = torch.clamp(dx.mean(-1, keepdim=True), max=1 - eps)
         x = (xhat - mean_d * r) / (1 - mean_d)

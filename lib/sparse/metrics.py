@@ -1,12 +1,13 @@
-"""The book's NMSE (a ratio of sums over the test set, in dB) and the support oracle
-(least squares on the true support), the limit the sparse-recovery figures show.
+"""The book's NMSE (a ratio of sums over the test set, in dB; Sparse recovery chapter, eq.
+``eq-sparse-nmse``) and the support oracle (least squares on the true support), the limit the
+sparse-recovery figures show.
 """
 
 from __future__ import annotations
 
 import torch
 
-from lib.core.checks import check_tensor
+from lib.core.checks import check_tensor, same_device
 from lib.sparse.common import _check_yA
 
 __all__ = ["support_oracle", "nmse", "nmse_db"]
@@ -18,14 +19,34 @@ __all__ = ["support_oracle", "nmse", "nmse_db"]
 def support_oracle(y, A, x_support_mask) -> torch.Tensor:
     """Least squares on the true support: the genie-aided limit of any sparse estimator.
 
-    ``x_hat_S = argmin ||y - A_S x_S||^2`` and ``x_hat = 0`` off the support ``S`` given by the
-    boolean ``x_support_mask`` ``(batch, N)`` (e.g. ``x != 0``). Supports are gathered
-    and zero-padded to the largest one, so the cost is that of ``(batch, k, k)`` solves.
+    ``x_hat_S = argmin ||y - A_S x_S||^2`` and ``x_hat = 0`` off the support ``S``. Supports
+    are gathered and zero-padded to the largest one, so the cost is that of ``(B, k, k)``
+    solves.
+
+    Parameters
+    ----------
+    y : torch.Tensor
+        ``(B, M)`` real measurements.
+    A : torch.Tensor
+        ``(M, N)`` or ``(B, M, N)``, same dtype and device as ``y``.
+    x_support_mask : torch.Tensor
+        ``(B, N)`` boolean support (e.g. ``x != 0``), on ``y``'s device.
+
+    Returns
+    -------
+    torch.Tensor
+        ``x_hat`` ``(B, N)``.
+
+    Raises
+    ------
+    ValueError
+        A support has more than ``M`` entries (least squares underdetermined).
     """
     y, A = _check_yA(y, A)
     batch, m, n = y.shape[0], A.shape[-2], A.shape[-1]
-    check_tensor(x_support_mask, "x_support_mask", shape=(batch, n))
-    mask = x_support_mask.to(torch.bool)
+    check_tensor(x_support_mask, "x_support_mask", shape=(batch, n), dtype=torch.bool)
+    same_device(y, x_support_mask, names=("y", "x_support_mask"))
+    mask = x_support_mask
     counts = mask.sum(-1)
     kmax = int(counts.max()) if batch else 0
     if kmax > m:
@@ -51,6 +72,7 @@ def support_oracle(y, A, x_support_mask) -> torch.Tensor:
 def _check_pair(xhat, x):
     check_tensor(x, "x", ndim=2)
     check_tensor(xhat, "xhat", ndim=(2, 3))
+    same_device(xhat, x, names=("xhat", "x"))
     if tuple(xhat.shape[-2:]) != tuple(x.shape):
         raise ValueError(
             f"xhat must have shape {tuple(x.shape)} or (iters, {x.shape[0]}, {x.shape[1]}), "
@@ -63,8 +85,19 @@ def _check_pair(xhat, x):
 def nmse(xhat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Linear NMSE as a ratio of sums, ``sum ||xhat - x||^2 / sum ||x||^2`` over the batch.
 
-    ``xhat`` is ``(batch, N)`` (a 0-d tensor is returned) or ``(iters, batch, N)`` (one value
-    per iteration). Differentiable.
+    Sparse recovery chapter, eq. ``eq-sparse-nmse``. Differentiable.
+
+    Parameters
+    ----------
+    xhat : torch.Tensor
+        ``(B, N)`` or a per-iteration stack ``(T, B, N)`` (as returned with ``history=True``).
+    x : torch.Tensor
+        ``(B, N)`` ground truth, not all zero.
+
+    Returns
+    -------
+    torch.Tensor
+        0-d for ``(B, N)`` input, ``(T,)`` for a stack.
     """
     _check_pair(xhat, x)
     err = ((xhat - x).abs() ** 2).sum(dim=(-2, -1))
@@ -74,6 +107,17 @@ def nmse(xhat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def nmse_db(xhat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """:func:`nmse` in dB: ``10 log10(sum ||xhat - x||^2 / sum ||x||^2)`` (ratio of sums).
 
-    The book's convention in every chapter; use ``float(...)`` for a single value.
+    The book's convention in every chapter; use ``float(...)`` for a single value. A perfect
+    estimate gives ``-inf``.
+
+    Parameters
+    ----------
+    xhat, x : torch.Tensor
+        As in :func:`nmse`.
+
+    Returns
+    -------
+    torch.Tensor
+        0-d or ``(T,)``, in dB.
     """
     return 10.0 * torch.log10(nmse(xhat, x))
