@@ -1,7 +1,10 @@
 """Shared helpers of the precoding modules: entry checks of H and V, per-sample scalars,
 user weights, SINR-target parsing, |x|^2 and power scaling.
 
-Shapes: ``H`` is ``(B, K, M)`` with row ``k`` equal to h_k^H; ``V`` is ``(B, M, K)``.
+The one definition of ``_check_H``, ``_check_V`` and ``_abs2`` for the precoding and learned
+precoding modules (import them from here); the real dtype of a complex tensor is
+:func:`lib.core.checks._real_dtype`. Shapes: ``H`` is ``(B, K, M)`` with row ``k`` equal to
+h_k^H; ``V`` is ``(B, M, K)``. Chapter: *Multi-user downlink beamforming*.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from lib.core.checks import check_complex, check_tensor, per_sample
+from lib.core.checks import _real_dtype, check_complex, check_tensor, per_sample
 
 __all__ = ["user_weights"]
 
@@ -22,10 +25,6 @@ _LN2 = math.log(2.0)
 # --------------------------------------------------------------------------- #
 # Helpers
 # --------------------------------------------------------------------------- #
-def _real_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.complex128 else torch.float32
-
-
 def _check_H(H, name: str = "H") -> torch.Tensor:
     check_complex(H, name, shape=("batch", "users", "antennas"))
     if H.shape[0] == 0 or H.shape[1] == 0 or H.shape[2] == 0:
@@ -51,7 +50,22 @@ def _scalar(value, name: str, H: torch.Tensor, *, allow_zero: bool = False) -> t
 
 
 def user_weights(weights, H: torch.Tensor, name: str = "weights") -> torch.Tensor:
-    """User weights alpha_k as a real ``(batch, users)`` tensor (ones when ``None``)."""
+    """User weights (priorities) alpha_k of the weighted sum rate (Pellaco et al., eq. (3)).
+
+    Parameters
+    ----------
+    weights : torch.Tensor or None
+        Real ``(K,)`` or ``(B, K)``, every entry ``>= 0``; ``None`` means all ones.
+    H : torch.Tensor
+        Complex ``(B, K, M)``; gives ``B``, ``K``, the real dtype and the device.
+    name : str
+        Argument name in error messages.
+
+    Returns
+    -------
+    torch.Tensor
+        Real ``(B, K)`` on the device of ``H`` with its real dtype.
+    """
     B, K, _ = H.shape
     rdt = _real_dtype(H)
     if weights is None:
@@ -69,7 +83,10 @@ def user_weights(weights, H: torch.Tensor, name: str = "weights") -> torch.Tenso
 
 
 def _targets(sinr_targets, H: torch.Tensor) -> torch.Tensor:
-    """SINR targets gamma_k (linear) as a real ``(batch, users)`` tensor, all > 0."""
+    """SINR targets gamma_k (linear) as a real ``(batch, users)`` tensor, all > 0.
+
+    Kept for :mod:`lib.precoding.power_min`; new code uses :func:`lib.core.checks.per_user`.
+    """
     B, K, _ = H.shape
     rdt = _real_dtype(H)
     if isinstance(sinr_targets, bool):

@@ -2,13 +2,18 @@
 
 User k receives y_k = h_k^H v_k x_k + sum_{j != k} h_k^H v_j x_j + n_k with n_k ~ CN(0, sigma^2)
 (Pellaco et al., eq. (1)); the SINR is eq. (2) and the weighted sum rate the objective of eq. (3).
-Chapter: *Multi-user downlink beamforming*.
+Chapter: *Multi-user downlink beamforming* (``book/downlink_beamforming.ipynb``).
+
+Every precoder has the signature ``precoder(H, power, noise_var) -> V`` with ``H`` complex
+``(B, K, M)`` (row ``k`` is ``h_k^H``), ``power`` and ``noise_var`` scalars or ``(B,)`` and
+``V`` complex ``(B, M, K)``; extra settings are keywords after ``noise_var``.
 """
 
 from __future__ import annotations
 
 import torch
 
+from lib.core.checks import _real_dtype
 from lib.precoding.common import _check_H, _check_V, _gains, _scalar, _scale_to_power, user_weights
 
 __all__ = ["sinr", "sum_rate", "matched_filter_init", "mrt", "zf", "rzf"]
@@ -18,9 +23,23 @@ __all__ = ["sinr", "sum_rate", "matched_filter_init", "mrt", "zf", "rzf"]
 # SINR and (weighted) sum rate
 # --------------------------------------------------------------------------- #
 def sinr(H: torch.Tensor, V: torch.Tensor, noise_var) -> torch.Tensor:
-    """Downlink SINR of every user (Pellaco et al., eq. (2)); shape ``(batch, users)``.
+    """Downlink SINR of every user (Pellaco et al., eq. (2)).
 
     ``SINR_k = |h_k^H v_k|^2 / (sum_{j != k} |h_k^H v_j|^2 + sigma^2)``.
+
+    Parameters
+    ----------
+    H : torch.Tensor
+        Complex ``(B, K, M)``, row ``k`` is ``h_k^H``.
+    V : torch.Tensor
+        Complex ``(B, M, K)``, column ``k`` is ``v_k``.
+    noise_var : float or torch.Tensor
+        sigma^2 > 0, scalar or ``(B,)``.
+
+    Returns
+    -------
+    torch.Tensor
+        Real ``(B, K)``.
     """
     _check_H(H)
     _check_V(V, H)
@@ -32,9 +51,19 @@ def sinr(H: torch.Tensor, V: torch.Tensor, noise_var) -> torch.Tensor:
 
 
 def sum_rate(H: torch.Tensor, V: torch.Tensor, noise_var, weights=None) -> torch.Tensor:
-    """Weighted sum rate ``sum_k alpha_k log2(1 + SINR_k)`` in bits/s/Hz, shape ``(batch,)``.
+    """Weighted sum rate ``sum_k alpha_k log2(1 + SINR_k)`` (Pellaco et al., eq. (3)).
 
-    ``weights`` (priorities alpha_k): ``None`` (all ones), ``(users,)`` or ``(batch, users)``.
+    Parameters
+    ----------
+    H, V, noise_var
+        As in :func:`sinr`.
+    weights : torch.Tensor, optional
+        Priorities alpha_k ``>= 0``, ``(K,)`` or ``(B, K)``; ones by default.
+
+    Returns
+    -------
+    torch.Tensor
+        Real ``(B,)`` in bits/s/Hz.
     """
     g = sinr(H, V, noise_var)
     a = user_weights(weights, H)
@@ -44,44 +73,131 @@ def sum_rate(H: torch.Tensor, V: torch.Tensor, noise_var, weights=None) -> torch
 # --------------------------------------------------------------------------- #
 # Linear precoders
 # --------------------------------------------------------------------------- #
-def matched_filter_init(H: torch.Tensor, power) -> torch.Tensor:
-    """Matched filter at full power, ``V = sqrt(P) H^H / ||H||_F`` (the WMMSE initialisation)."""
-    _check_H(H)
-    P = _scalar(power, "power", H)
+def _matched_filter(H: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+    """``sqrt(P) H^H / ||H||_F`` without checks (``P`` real ``(B,)``)."""
     return _scale_to_power(H.mH, P)
 
 
-def mrt(H: torch.Tensor, power) -> torch.Tensor:
+def _check_unused_noise(noise_var, H: torch.Tensor) -> None:
+    if noise_var is not None:
+        _scalar(noise_var, "noise_var", H)
+
+
+def matched_filter_init(H: torch.Tensor, power) -> torch.Tensor:
+    """Matched filter at full power, ``V = sqrt(P) H^H / ||H||_F`` (the WMMSE initialisation).
+
+    Parameters
+    ----------
+    H : torch.Tensor
+        Complex ``(B, K, M)``.
+    power : float or torch.Tensor
+        P > 0, scalar or ``(B,)``.
+
+    Returns
+    -------
+    torch.Tensor
+        Complex ``(B, M, K)`` with ``tr(V V^H) = P``.
+    """
+    _check_H(H)
+    return _matched_filter(H, _scalar(power, "power", H))
+
+
+def mrt(H: torch.Tensor, power, noise_var=None) -> torch.Tensor:
     """Maximum ratio transmission ``v_k ∝ h_k``, total power scaled to ``P``.
 
     A common scaling of all beams (not per-user normalisation); identical to
     :func:`matched_filter_init`.
+
+    Parameters
+    ----------
+    H : torch.Tensor
+        Complex ``(B, K, M)``.
+    power : float or torch.Tensor
+        P > 0, scalar or ``(B,)``.
+    noise_var : float or torch.Tensor, optional
+        Unused (MRT does not depend on the noise variance); validated when given, so that
+        MRT fits the precoder interface ``precoder(H, power, noise_var)``.
+
+    Returns
+    -------
+    torch.Tensor
+        Complex ``(B, M, K)`` with ``tr(V V^H) = P``.
     """
-    return matched_filter_init(H, power)
+    _check_H(H)
+    P = _scalar(power, "power", H)
+    _check_unused_noise(noise_var, H)
+    return _matched_filter(H, P)
 
 
-def zf(H: torch.Tensor, power) -> torch.Tensor:
+def zf(H: torch.Tensor, power, noise_var=None) -> torch.Tensor:
     """Zero forcing ``V ∝ H^H (H H^H)^{-1}`` (so ``H V`` is diagonal), total power ``P``.
 
-    Needs ``users <= antennas`` and ``H`` of full row rank.
+    Computed from the QR factorisation ``H^H = Q R`` as ``V ∝ Q R^{-H}`` (accurate to the
+    condition number of ``H``, not of ``H H^H``).
+
+    Parameters
+    ----------
+    H : torch.Tensor
+        Complex ``(B, K, M)`` of full row rank: ``K <= M`` and linearly independent rows
+        (rank judged from the singular values, ``s_min > s_max * max(K, M) * eps``).
+    power : float or torch.Tensor
+        P > 0, scalar or ``(B,)``.
+    noise_var : float or torch.Tensor, optional
+        Unused (ZF does not depend on the noise variance); validated when given.
+
+    Returns
+    -------
+    torch.Tensor
+        Complex ``(B, M, K)`` with ``tr(V V^H) = P``.
+
+    Raises
+    ------
+    ValueError
+        If ``H`` does not have full row rank.
     """
     _check_H(H)
     B, K, M = H.shape
     if K > M:
-        raise ValueError(f"zf needs users <= antennas, got H of shape {tuple(H.shape)}")
+        raise ValueError(
+            f"zf needs H of full row rank (users <= antennas), got H of shape {tuple(H.shape)}"
+        )
     P = _scalar(power, "power", H)
-    gram = H @ H.mH
-    # V = H^H gram^{-1}  <=>  V^H = gram^{-1} H  (gram is Hermitian)
-    V = torch.linalg.solve(gram, H).mH
+    _check_unused_noise(noise_var, H)
+    with torch.no_grad():
+        s = torch.linalg.svdvals(H.detach())  # (B, K), descending
+        eps = torch.finfo(_real_dtype(H)).eps
+        deficient = ~(s[:, -1] > s[:, 0] * (max(K, M) * eps))
+    if bool(deficient.any()):
+        bad = torch.nonzero(deficient).flatten()[:5].tolist()
+        raise ValueError(
+            "zf needs H of full row rank (linearly independent user channels); "
+            f"H is rank-deficient in sample(s) {bad} (s_min <= s_max * max(K, M) * eps)"
+        )
+    Q, R = torch.linalg.qr(H.mH)  # (B, M, K), (B, K, K)
+    # V = Q R^{-H}  <=>  R V^H = Q^H
+    V = torch.linalg.solve_triangular(R, Q.mH, upper=True).mH
     return _scale_to_power(V, P)
 
 
-def rzf(H: torch.Tensor, power, noise_var, reg=None) -> torch.Tensor:
+def rzf(H: torch.Tensor, power, noise_var, *, reg=None) -> torch.Tensor:
     """Regularised zero forcing (MMSE / Wiener-type) precoder, total power ``P``.
 
     ``V ∝ H^H (H H^H + beta I)^{-1}`` with ``beta = K sigma^2 / P`` by default (the
-    regularisation that maximises the large-system SINR); ``reg`` overrides ``beta``
-    (a scalar or ``(batch,)``, ``>= 0``; ``reg = 0`` is ZF).
+    regularisation that maximises the large-system SINR).
+
+    Parameters
+    ----------
+    H : torch.Tensor
+        Complex ``(B, K, M)``.
+    power, noise_var : float or torch.Tensor
+        P > 0 and sigma^2 > 0, scalars or ``(B,)``.
+    reg : float or torch.Tensor, optional
+        Overrides ``beta`` (scalar or ``(B,)``, ``>= 0``; ``reg = 0`` is ZF).
+
+    Returns
+    -------
+    torch.Tensor
+        Complex ``(B, M, K)`` with ``tr(V V^H) = P``.
     """
     _check_H(H)
     B, K, M = H.shape

@@ -2,7 +2,13 @@
 
 The blocks :func:`wmmse_receivers`, :func:`wmmse_weights`, :func:`wmmse_precoder` (with the
 multiplier found by :func:`bisect_mu`) and the full iteration :func:`wmmse`, batched in torch.
-Chapter: *Multi-user downlink beamforming*; the unfolded WMMSE reuses the blocks.
+Chapter: *Multi-user downlink beamforming* (``book/downlink_beamforming.ipynb``); the unfolded
+WMMSE (:mod:`lib.learn.unfolded_wmmse`) reuses the ``u`` and ``w`` blocks.
+
+The public blocks validate their inputs and call private, unchecked versions
+(:func:`_receivers_weights`, :func:`_precoder`, :func:`_bisect`), which is what :func:`wmmse`
+iterates after validating once. Shapes: ``H`` ``(B, K, M)`` (row ``k`` is ``h_k^H``), ``V``
+``(B, M, K)``, ``u`` complex ``(B, K)``, ``w`` real ``(B, K)``.
 """
 
 from __future__ import annotations
@@ -15,45 +21,194 @@ from lib.precoding.common import (
     _check_H,
     _check_V,
     _frob2,
-    _gains,
     _scalar,
-    _scale_to_power,
     user_weights,
 )
-from lib.precoding.linear import matched_filter_init
+from lib.precoding.linear import _matched_filter
 
 __all__ = ["wmmse_receivers", "wmmse_weights", "bisect_mu", "wmmse_precoder", "wmmse"]
 
 
 # --------------------------------------------------------------------------- #
-# WMMSE (Shi et al. 2011; Pellaco et al. eqs. (5)-(8))
+# Private blocks (no checks; called once validated)
+# --------------------------------------------------------------------------- #
+def _receivers_weights(H: torch.Tensor, V: torch.Tensor, s2: torch.Tensor):
+    """MMSE receivers ``u`` and the MSE weights ``w = 1 / e = 1 + SINR`` at that ``u``.
+
+    One product ``H V`` serves both (eqs. (5a)-(5b)); ``interf`` is the interference plus
+    noise ``sum_{j != k} |h_k^H v_j|^2 + sigma^2 >= sigma^2 > 0``.
+    """
+    G = H @ V
+    G2 = _abs2(G)
+    sig = G2.diagonal(dim1=-2, dim2=-1)
+    interf = (G2.sum(-1) - sig).clamp_min(0.0) + s2[:, None]
+    u = G.diagonal(dim1=-2, dim2=-1) / (interf + sig)
+    w = 1.0 + sig / interf
+    return u, w
+
+
+def _bisect(
+    lam: torch.Tensor, phi: torch.Tensor, P: torch.Tensor, active: torch.Tensor, iters: int
+) -> torch.Tensor:
+    """Root of ``sum_j phi_j / (lam_j + mu)^2 = P`` where ``active``, else 0 (no grad, no sync).
+
+    Bisection on ``[0, sqrt(sum_j phi_j / P)]``; returns the upper end of the final bracket.
+    """
+    with torch.no_grad():
+        # (M, B) layout and in-place updates: the sum over M is then a few vector additions
+        lam_t, phi_t = lam.T.contiguous(), phi.T.contiguous()
+        width = torch.where(active, torch.sqrt(phi_t.sum(0) / P), torch.zeros_like(P))
+        lo = torch.zeros_like(width)
+        buf = torch.empty_like(lam_t)
+        for _ in range(iters):
+            width.mul_(0.5)
+            mid = lo + width
+            # for active samples mid > 0, so every denominator is positive
+            torch.add(lam_t, mid, out=buf)
+            buf.square_()
+            torch.div(phi_t, buf, out=buf)
+            lo.addcmul_(width, buf.sum(0) > P)
+        return lo + width
+
+
+def _precoder(
+    H: torch.Tensor,
+    u: torch.Tensor,
+    w: torch.Tensor,
+    P: torch.Tensor,
+    a: torch.Tensor,
+    iters: int,
+) -> torch.Tensor:
+    """Closed-form WMMSE beamformer (eqs. (5c)-(8)) without checks; see :func:`wmmse_precoder`.
+
+    Forward pass without autograd; when any input requires a gradient, a zero-valued term
+    carrying the exact first derivative (implicit in mu) is added (:func:`_implicit_grad`).
+    """
+    B, K, M = H.shape
+    rdt = _real_dtype(H)
+    need_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (H, u, w, P, a))
+    Hh = H.mH  # columns h_k
+    coef_A = a * w * _abs2(u)  # alpha_k w_k |u_k|^2
+    coef_R = (a * w) * u  # alpha_k w_k u_k
+    A_g = (Hh * coef_A[:, None, :]) @ H  # sum_k c_k h_k h_k^H (eq. (6))
+    with torch.no_grad():
+        lam, U = torch.linalg.eigh(A_g.detach())
+        lam = lam.clamp_min(0.0)
+        # U^H R with R = [alpha_k w_k u_k h_k]_k, as (H U)^H scaled by columns: one product
+        Rt = (H.detach() @ U).mH * coef_R.detach()[:, None, :]  # (B, M, K)
+        phi = _abs2(Rt).sum(-1)  # diagonal of Phi = U^H R R^H U (eq. (7))
+        # numerical null space of A: dropped only where the constraint is inactive (mu = 0,
+        # pseudo-inverse); with mu > 0 every direction has the finite gain 1 / (lam + mu)
+        tol = lam[:, -1:].clamp_min(torch.finfo(rdt).tiny) * (M * torch.finfo(rdt).eps * 10)
+        keep = lam > tol
+        safe = torch.where(keep, lam, torch.ones_like(lam))
+        p0 = torch.where(keep, phi / safe.square(), 0.0).sum(-1)
+        active = p0 > P
+        mu = _bisect(lam, phi, P.detach(), active, iters)
+        use = keep | active[:, None]
+        den = lam + mu[:, None]
+        inv = torch.where(use, 1.0 / torch.where(use, den, torch.ones_like(den)), 0.0)
+        # tr(V V^H) = sum_j inv_j^2 phi_j (U is unitary): rescale without forming V first
+        pw = (inv.square() * phi).sum(-1)
+        rescale = active | (pw > P)
+        scale = torch.where(rescale, torch.sqrt(P / pw.clamp_min(torch.finfo(rdt).tiny)), 1.0)
+        V = U @ ((inv * scale[:, None]).to(H.dtype)[:, :, None] * Rt)
+    if not need_grad:
+        return V
+    R_g = Hh * coef_R[:, None, :]  # columns alpha_k w_k u_k h_k
+    return V + _implicit_grad(A_g, R_g, P, V, U, inv, use, active)
+
+
+def _implicit_grad(A_g, R_g, P, V, U, inv, use, active) -> torch.Tensor:
+    """Zero-valued term whose derivative is ``dV`` of ``V = (A + mu I)^{-1} R``, mu implicit.
+
+    With ``S = A + mu I``: ``dV = S^{-1} (dR - dA V) - dmu S^{-1} V``; where the constraint is
+    active, ``||V||^2 = P`` gives ``dmu = (2 Re<V, S^{-1}(dR - dA V)> - dP) / (2 Re<V, S^{-1} V>)``
+    (the implicit derivative of the secular equation (8)); where it is inactive (mu = 0,
+    pseudo-inverse on the kept directions), ``dmu = 0`` and the range of ``A`` moves:
+    ``+ (I - Pi) dA A^+ V`` with ``Pi`` the projector on the kept eigenvectors. ``V``, ``U``,
+    ``inv`` are constants; ``A_g``, ``R_g``, ``P`` carry the graph.
+    """
+    dA = A_g - A_g.detach()
+    dR = R_g - R_g.detach()
+    dP = P - P.detach()
+    Uh = U.mH
+    inv_c = inv.to(V.dtype)[:, :, None]
+
+    def s_inv(X):
+        return U @ (inv_c * (Uh @ X))
+
+    Y = s_inv(dR - dA @ V)
+    Z = s_inv(V)
+    num = 2.0 * (V.conj() * Y).real.sum((-2, -1)) - dP
+    den = 2.0 * (V.conj() * Z).real.sum((-2, -1))
+    den = torch.where(active, den, torch.ones_like(den))
+    dmu = torch.where(active, num / den, torch.zeros_like(num))
+    N = dA @ Z
+    N_null = N - U @ (use.to(V.dtype)[:, :, None] * (Uh @ N))
+    return Y - dmu.to(V.dtype)[:, None, None] * Z + (~active).to(V.dtype)[:, None, None] * N_null
+
+
+# --------------------------------------------------------------------------- #
+# Public blocks (checked)
 # --------------------------------------------------------------------------- #
 def wmmse_receivers(H: torch.Tensor, V: torch.Tensor, noise_var) -> torch.Tensor:
-    """MMSE receive gains ``u_k = h_k^H v_k / (sum_j |h_k^H v_j|^2 + sigma^2)``, ``(batch, users)``.
+    """MMSE receive gains of every user (Pellaco et al., eq. (5b)).
 
-    Pellaco et al., eq. (5b); the estimate is ``x_hat_k = conj(u_k) y_k``.
+    ``u_k = h_k^H v_k / (sum_j |h_k^H v_j|^2 + sigma^2)``; the estimate is
+    ``x_hat_k = conj(u_k) y_k``.
+
+    Parameters
+    ----------
+    H : torch.Tensor
+        Complex ``(B, K, M)``, row ``k`` is ``h_k^H``.
+    V : torch.Tensor
+        Complex ``(B, M, K)``, the dtype of ``H``.
+    noise_var : float or torch.Tensor
+        sigma^2 > 0, scalar or ``(B,)``.
+
+    Returns
+    -------
+    torch.Tensor
+        Complex ``(B, K)``.
     """
     _check_H(H)
     _check_V(V, H)
     s2 = _scalar(noise_var, "noise_var", H)
-    G2, g = _gains(H, V)
-    return g / (G2.sum(-1) + s2[:, None])
+    return _receivers_weights(H, V, s2)[0]
 
 
 def wmmse_weights(H: torch.Tensor, V: torch.Tensor, u: torch.Tensor, noise_var) -> torch.Tensor:
-    """MSE weights ``w_k = 1 / e_k`` (Pellaco et al., eq. (5a)), real ``(batch, users)``.
+    """MSE weights ``w_k = 1 / e_k`` (Pellaco et al., eq. (5a)) for any receivers ``u``.
 
     ``e_k = |1 - conj(u_k) h_k^H v_k|^2 + |u_k|^2 (sum_{j != k} |h_k^H v_j|^2 + sigma^2)``
-    is the MSE of ``x_hat_k = conj(u_k) y_k``; written as a sum of non-negative terms so
-    that it never cancels. With the MMSE ``u`` of :func:`wmmse_receivers`,
-    ``w_k = 1 + SINR_k``.
+    is the MSE of ``x_hat_k = conj(u_k) y_k``, written as a sum of non-negative terms so that
+    it never cancels. With the MMSE ``u`` of :func:`wmmse_receivers`, ``w_k = 1 + SINR_k``.
+
+    Parameters
+    ----------
+    H : torch.Tensor
+        Complex ``(B, K, M)``.
+    V : torch.Tensor
+        Complex ``(B, M, K)``.
+    u : torch.Tensor
+        Complex ``(B, K)``.
+    noise_var : float or torch.Tensor
+        sigma^2 > 0, scalar or ``(B,)``.
+
+    Returns
+    -------
+    torch.Tensor
+        Real ``(B, K)``.
     """
     _check_H(H)
     _check_V(V, H)
     B, K, _ = H.shape
     check_complex(u, "u", shape=(B, K))
     s2 = _scalar(noise_var, "noise_var", H)
-    G2, g = _gains(H, V)
+    G = H @ V
+    G2 = _abs2(G)
+    g = G.diagonal(dim1=-2, dim2=-1)
     interf = (G2.sum(-1) - G2.diagonal(dim1=-2, dim2=-1)).clamp_min(0.0) + s2[:, None]
     e = _abs2(1.0 - u.conj() * g) + _abs2(u) * interf
     return 1.0 / e
@@ -64,11 +219,24 @@ def bisect_mu(lam: torch.Tensor, phi: torch.Tensor, power, *, iters: int = 50) -
 
     Finds the root of ``p(mu) = sum_j phi_j / (lam_j + mu)^2 = P`` on
     ``[0, sqrt(sum_j phi_j / P)]`` (at the upper end ``p <= P``), or returns ``mu = 0`` when
-    ``p(0) <= P`` already. ``lam`` are the eigenvalues of ``A`` (eq. (6)) and ``phi`` the
-    diagonal of ``Phi = U^H B U``, both real ``(batch, antennas)``; entries with ``lam_j = 0``
-    must have ``phi_j = 0`` (the caller projects them out). Returns the upper end of the
-    final bracket (its width is ``2**-iters`` times the initial one), shape ``(batch,)``, so
-    that the power never exceeds ``P``. Runs without autograd (mu is a constant for backprop).
+    ``p(0) = sum_{lam_j > 0} phi_j / lam_j^2 <= P`` already. Runs without autograd.
+
+    Parameters
+    ----------
+    lam : torch.Tensor
+        Real ``(B, M)``, the eigenvalues of ``A`` (eq. (6)), ``>= 0``.
+    phi : torch.Tensor
+        Real ``(B, M)``, the diagonal of ``Phi = U^H R R^H U``; entries with ``lam_j = 0``
+        must have ``phi_j = 0`` (the caller projects them out).
+    power : float or torch.Tensor
+        P > 0, scalar or ``(B,)``.
+    iters : int
+        Bisection steps; the final bracket is ``2**-iters`` times the initial one.
+
+    Returns
+    -------
+    torch.Tensor
+        Real ``(B,)``: the upper end of the final bracket, so the power never exceeds ``P``.
     """
     check_tensor(lam, "lam", ndim=2, complex_=False)
     check_tensor(phi, "phi", shape=tuple(lam.shape), complex_=False)
@@ -77,20 +245,8 @@ def bisect_mu(lam: torch.Tensor, phi: torch.Tensor, power, *, iters: int = 50) -
     with torch.no_grad():
         lam, phi, P = lam.detach(), phi.detach(), P.detach()
         pos = lam > 0
-        p0 = torch.where(pos, phi / torch.where(pos, lam, torch.ones_like(lam)).square(), 0.0).sum(
-            -1
-        )
-        active = p0 > P
-        lo = torch.zeros_like(P)
-        hi = torch.sqrt(phi.sum(-1) / P)
-        hi = torch.where(active, hi, torch.zeros_like(hi))  # inactive samples: bracket [0, 0]
-        for _ in range(iters):
-            mid = 0.5 * (lo + hi)
-            # for active samples mid > 0, so the denominators are positive
-            too_much = (phi / (lam + mid[:, None]).square()).sum(-1) > P
-            lo = torch.where(too_much, mid, lo)
-            hi = torch.where(too_much, hi, mid)
-        return hi
+        p0 = torch.where(pos, phi / torch.where(pos, lam, torch.ones_like(lam)).square(), 0.0)
+        return _bisect(lam, phi, P, p0.sum(-1) > P, iters)
 
 
 def wmmse_precoder(
@@ -102,80 +258,110 @@ def wmmse_precoder(
     *,
     bisection_iters: int = 50,
 ) -> torch.Tensor:
-    """Closed-form WMMSE beamformer update (Pellaco et al., eqs. (5c)-(8)), ``(batch, M, K)``.
+    """Closed-form WMMSE beamformer update (Pellaco et al., eqs. (5c)-(8)).
 
-    ``v_k = alpha_k w_k u_k (A + mu I)^{-1} h_k`` with ``A = sum_k alpha_k w_k |u_k|^2 h_k h_k^H``.
-    With ``A = U diag(lam) U^H`` the transmit power is ``sum_j Phi_jj / (lam_j + mu)^2`` where
-    ``Phi = U^H (sum_k alpha_k^2 w_k^2 |u_k|^2 h_k h_k^H) U``; mu = 0 if that meets the budget
-    (with the pseudo-inverse when A is singular), else mu solves eq. (8) by bisection
-    (:func:`bisect_mu`). When the constraint is active, V is finally rescaled to
+    ``v_k = alpha_k w_k u_k (A + mu I)^{-1} h_k`` with ``A = sum_k alpha_k w_k |u_k|^2 h_k h_k^H``
+    (eq. (6)). With ``A = U diag(lam) U^H`` the transmit power is
+    ``sum_j Phi_jj / (lam_j + mu)^2`` (eq. (7)); mu = 0 if that meets the budget (then the
+    pseudo-inverse of ``A`` is used: eigen-directions below ``lam_max * M * eps * 10`` are
+    dropped), else mu > 0 solves eq. (8) by bisection (:func:`bisect_mu`), every direction is
+    kept (a faded user keeps its small beam and can come back) and V is rescaled to
     ``tr(V V^H) = P`` exactly (a relative change of the order of the bisection tolerance).
+
+    Differentiable in ``H``, ``u``, ``w``, ``power`` and ``weights``: mu gets the implicit
+    derivative of eq. (8) (first derivatives only; not at the switch between mu = 0 and
+    mu > 0).
+
+    Parameters
+    ----------
+    H : torch.Tensor
+        Complex ``(B, K, M)``.
+    u : torch.Tensor
+        Complex ``(B, K)``, receivers (eq. (5b)).
+    w : torch.Tensor
+        Real ``(B, K)``, MSE weights (eq. (5a)).
+    power : float or torch.Tensor
+        P > 0, scalar or ``(B,)``.
+    weights : torch.Tensor, optional
+        User priorities alpha_k ``>= 0``, ``(K,)`` or ``(B, K)``; ones by default.
+    bisection_iters : int
+        Bisection steps for mu.
+
+    Returns
+    -------
+    torch.Tensor
+        Complex ``(B, M, K)`` with ``tr(V V^H) <= P``.
     """
     _check_H(H)
     B, K, M = H.shape
     check_complex(u, "u", shape=(B, K))
     check_tensor(w, "w", shape=(B, K), complex_=False)
+    check_positive_int(bisection_iters, "bisection_iters")
     P = _scalar(power, "power", H)
     a = user_weights(weights, H)
-    rdt = _real_dtype(H)
-    coef_A = (a * w * _abs2(u)).to(rdt)  # alpha_k w_k |u_k|^2
-    coef_R = (a * w).to(H.dtype) * u  # alpha_k w_k u_k
-    Hh = H.mH  # columns h_k
-    A = (Hh * coef_A.to(H.dtype)[:, None, :]) @ H  # sum_k c_k h_k h_k^H
-    R = Hh * coef_R[:, None, :]  # columns alpha_k w_k u_k h_k
-    lam, U = torch.linalg.eigh(A)
-    lam = lam.clamp_min(0.0)
-    Rt = U.mH @ R  # (B, M, K)
-    # project out the (numerical) null space of A: R lies in range(A) in exact arithmetic
-    tol = lam[:, -1:].clamp_min(torch.finfo(rdt).tiny) * (M * torch.finfo(rdt).eps * 10)
-    keep = lam > tol
-    Rt = Rt * keep.to(H.dtype)[:, :, None]
-    phi = _abs2(Rt).sum(-1)
-    mu = bisect_mu(lam, phi, P, iters=bisection_iters)
-    den = lam + mu[:, None]
-    inv = torch.where(keep, 1.0 / torch.where(keep, den, torch.ones_like(den)), 0.0)
-    V = U @ (inv.to(H.dtype)[:, :, None] * Rt)
-    pw = _frob2(V)
-    rescale = (mu > 0) | (pw > P)
-    V_full = _scale_to_power(V, P)
-    return torch.where(rescale[:, None, None], V_full, V)
+    return _precoder(H, u, w.to(a.dtype), P, a, bisection_iters)
 
 
 def wmmse(
     H: torch.Tensor,
     power,
     noise_var,
-    iters: int,
+    iters: int = 100,
     weights=None,
     *,
     V0: torch.Tensor | None = None,
     history: bool = False,
     tol: float | None = None,
+    bisection_iters: int = 50,
 ):
     """WMMSE algorithm for the weighted sum rate under a total power constraint (Shi et al. 2011).
 
-    Each iteration computes ``u`` (:func:`wmmse_receivers`), ``w`` (:func:`wmmse_weights`) and
-    ``V`` (:func:`wmmse_precoder`), starting from ``V0`` (default: :func:`matched_filter_init`
-    at full power). The weighted sum rate is non-decreasing over iterations.
+    Each iteration computes ``u`` (eq. (5b)), ``w`` (eq. (5a)) and ``V`` (eqs. (5c)-(8),
+    :func:`wmmse_precoder`), starting from ``V0`` (default: the matched filter at full power).
+    The weighted sum rate is non-decreasing over iterations. Inputs are validated once here;
+    the iterations run unchecked blocks and, without ``tol``, never synchronise with the
+    device. With ``tol``, one host synchronisation per iteration selects the samples that
+    still run.
 
-    ``iters`` is the number of iterations; with ``tol`` (bits/s/Hz) it is the maximum, and a
-    sample stops (keeps its current V) as soon as one iteration improved its weighted sum rate
-    by less than ``tol``; only the samples still running are computed, so a batch costs what
-    its slow samples cost.
+    Parameters
+    ----------
+    H : torch.Tensor
+        Complex ``(B, K, M)``, row ``k`` is ``h_k^H``.
+    power, noise_var : float or torch.Tensor
+        P > 0 and sigma^2 > 0, scalars or ``(B,)``.
+    iters : int
+        Number of iterations (``>= 0``); with ``tol`` the maximum.
+    weights : torch.Tensor, optional
+        User priorities alpha_k, ``(K,)`` or ``(B, K)``; ones by default.
+    V0 : torch.Tensor, optional
+        Complex ``(B, M, K)`` start with ``tr(V0 V0^H) <= P``.
+    history : bool
+        Also return every iterate.
+    tol : float, optional
+        bits/s/Hz: a sample stops (keeps its V) as soon as one iteration improved its weighted
+        sum rate by less than ``tol``; only the samples still running are computed.
+    bisection_iters : int
+        Bisection steps for mu in each precoder update.
 
-    Returns ``V`` of shape ``(batch, antennas, users)``; with ``history=True`` returns
-    ``(V, Vs)`` where ``Vs`` has shape ``(iters + 1, batch, antennas, users)`` and ``Vs[0]``
-    is the initial point (memory grows with ``iters``; stopped samples repeat their V).
+    Returns
+    -------
+    torch.Tensor or tuple
+        ``V`` complex ``(B, M, K)``; with ``history=True`` ``(V, Vs)`` where ``Vs`` is
+        ``(iters + 1, B, M, K)`` and ``Vs[0]`` the initial point (stopped samples repeat
+        their V).
     """
     _check_H(H)
     iters = check_positive_int(iters, "iters", minimum=0)
-    if tol is not None and not (isinstance(tol, (int, float)) and tol > 0):
+    bisection_iters = check_positive_int(bisection_iters, "bisection_iters")
+    if tol is not None and (
+        isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0
+    ):
         raise ValueError(f"tol must be None or a positive number, got {tol!r}")
     P = _scalar(power, "power", H)
     s2 = _scalar(noise_var, "noise_var", H)
     a = user_weights(weights, H)
     if V0 is None:
-        V = matched_filter_init(H, P)
+        V = _matched_filter(H, P)
     else:
         V = _check_V(V0, H, "V0")
         if bool((_frob2(V) > P * (1 + 1e-9)).any()):
@@ -183,32 +369,30 @@ def wmmse(
     Vs = [V]
     if tol is None:
         for _ in range(iters):
-            u = wmmse_receivers(H, V, s2)
-            w = wmmse_weights(H, V, u, s2)
-            V = wmmse_precoder(H, u, w, P, a)
+            u, w = _receivers_weights(H, V, s2)
+            V = _precoder(H, u, w, P, a, bisection_iters)
             if history:
                 Vs.append(V)
     else:
-        idx = torch.arange(H.shape[0], device=H.device)
-        prev = torch.full((H.shape[0],), -torch.inf, dtype=P.dtype, device=H.device)
+        B = H.shape[0]
+        idx = torch.arange(B, device=H.device)
+        prev = torch.full((B,), -torch.inf, dtype=P.dtype, device=H.device)
+        Hi, s2i, ai, Pi = H, s2, a, P
         for _ in range(iters):
-            if idx.numel() == 0:  # every sample has stopped
-                if history:
-                    Vs.append(V)
-                continue
-            Hi, Vi, s2i, ai = H[idx], V[idx], s2[idx], a[idx]
-            u = wmmse_receivers(Hi, Vi, s2i)
-            w = wmmse_weights(Hi, Vi, u, s2i)
-            # with the MMSE u, w_k = 1 + SINR_k: the current weighted sum rate comes for free
-            rate = (ai * torch.log2(w)).sum(-1)
-            go = rate - prev[idx] >= tol
-            prev = prev.index_put((idx,), rate)
-            idx, u, w, Hi, ai = idx[go], u[go], w[go], Hi[go], ai[go]
-            if idx.numel() == 0:
-                if history:
-                    Vs.append(V)
-                continue
-            V = V.index_put((idx,), wmmse_precoder(Hi, u, w, P[idx], ai))
+            if idx.numel() > 0:
+                Vi = V if idx.numel() == B else V[idx]
+                u, w = _receivers_weights(Hi, Vi, s2i)
+                # with the MMSE u, w_k = 1 + SINR_k: the current weighted sum rate for free
+                rate = (ai * torch.log2(w)).sum(-1)
+                go = rate - prev[idx] >= tol
+                prev = prev.index_put((idx,), rate)
+                sel = go.nonzero().squeeze(1)  # the one host synchronisation per iteration
+                if sel.numel() < idx.numel():
+                    idx, u, w = idx[sel], u[sel], w[sel]
+                    Hi, s2i, ai, Pi = Hi[sel], s2i[sel], ai[sel], Pi[sel]
+                if idx.numel() > 0:
+                    Vn = _precoder(Hi, u, w, Pi, ai, bisection_iters)
+                    V = Vn if idx.numel() == B else V.index_put((idx,), Vn)
             if history:
                 Vs.append(V)
     if history:
