@@ -174,3 +174,77 @@ def test_instance_standard_error():
     assert instance_standard_error(torch.zeros(5, 3, dtype=torch.bool)) == 0.0
     with pytest.raises(ValueError, match="in_outage"):
         instance_standard_error(torch.ones(1, 3, dtype=torch.bool))
+
+
+# --------------------------------------------------------------------------- #
+# Robustness (issue 10, sections 4-5)
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize(
+    "max_power,exc,msg",
+    [
+        (-1.0, ValueError, "max_power must be finite and > 0"),
+        (0.0, ValueError, "max_power must be finite and > 0"),
+        (float("inf"), ValueError, "max_power must be finite and > 0"),
+        (float("nan"), ValueError, "max_power must be finite and > 0"),
+        (True, TypeError, "max_power must be a number"),
+        ("20 dB", TypeError, "max_power must be a number"),
+    ],
+)
+def test_bad_max_power_rejected(max_power, exc, msg):
+    H, Hh, R, F = _mmse_instance(2)
+    d = digital_min_power(Hh, F, 2.0, 1.0)
+    with pytest.raises(exc, match=msg):
+        empirical_outage(H, d, 2.0, 1.0, max_power=max_power)
+    with pytest.raises(exc, match=msg):
+        loaded_min_power(Hh, F, 2.0, 1.0, 0.1, max_power=max_power)
+
+
+def test_empirical_outage_checks_the_design():
+    H, Hh, R, F = _mmse_instance(2)
+    d = digital_min_power(Hh, F, 2.0, 1.0)
+    with pytest.raises(TypeError, match="design must be a HybridResult"):
+        empirical_outage(H, tuple(d), 2.0, 1.0)
+    with pytest.raises(ValueError, match="design must hold powers"):
+        empirical_outage(H[:1], d, 2.0, 1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+def test_loaded_design_and_outage_follow_the_input_dtype(dtype):
+    H, Hh, R, F = _mmse_instance(40)
+    eps = torch.diagonal(mmse_error_covariance(R, 10.0), dim1=-2, dim2=-1).real.mean(-1)
+    rdt = torch.float32 if dtype == torch.complex64 else torch.float64
+    ld = loaded_min_power(Hh.to(dtype), F.to(dtype), 2.0, 1.0, eps, max_power=1e4)
+    assert ld.V_bb.dtype == dtype and ld.powers.dtype == rdt and ld.weighted_power.dtype == rdt
+    o = empirical_outage(H.to(dtype), ld, 2.0, 1.0, max_power=1e4)
+    assert o.sinr.dtype == rdt and o.power.dtype == rdt
+    ref = loaded_min_power(Hh, F, 2.0, 1.0, eps, max_power=1e4)
+    assert torch.equal(ld.feasible, ref.feasible) and bool(ref.feasible.any())
+    ok = ref.feasible
+    rel = (ld.weighted_power[ok].double() - ref.weighted_power[ok]).abs() / ref.weighted_power[ok]
+    assert float(rel.max()) < (1e-3 if dtype == torch.complex64 else 1e-12)
+
+
+def test_perfect_csi_design_in_complex64_has_zero_outage():
+    # a design on the true channels meets its targets to sqrt(eps) of float32: no outage
+    H, Hh, R, F = _mmse_instance(20)
+    H32, F32 = H.to(torch.complex64), F.to(torch.complex64)
+    d = digital_min_power(H32, F32, 2.0, 1.0)
+    assert bool(d.feasible.all())
+    assert empirical_outage(H32, d, 2.0, 1.0).rate == 0.0
+
+
+def test_loading_shapes():
+    H, Hh, R, F = _mmse_instance(3)
+    per_instance = torch.tensor([0.0, 0.1, 0.2], dtype=torch.float64)
+    a = loaded_min_power(Hh, F, 2.0, 1.0, per_instance, max_power=1e4)
+    b = loaded_min_power(Hh, F, 2.0, 1.0, per_instance[:, None].expand(3, 2), max_power=1e4)
+    assert torch.equal(a.weighted_power, b.weighted_power)
+    zero = loaded_min_power(Hh, F, 2.0, 1.0, 0.0, max_power=1e4)
+    naive = digital_min_power(Hh, F, 2.0, 1.0)
+    torch.testing.assert_close(zero.weighted_power, naive.weighted_power, rtol=1e-9, atol=0)
+    with pytest.raises(ValueError, match=r"loading must be a scalar, \(3,\) or \(3, 2\)"):
+        loaded_min_power(Hh, F, 2.0, 1.0, torch.zeros(5, dtype=torch.float64), max_power=1e4)
+    with pytest.raises(ValueError, match="loading must be finite"):
+        loaded_min_power(Hh, F, 2.0, 1.0, float("nan"), max_power=1e4)
+    with pytest.raises(ValueError, match="outer_iters must be >= 1"):
+        loaded_min_power(Hh, F, 2.0, 1.0, 0.1, max_power=1e4, outer_iters=0)

@@ -38,9 +38,19 @@ __all__ = [
 
 
 class ImperfectCSIData(NamedTuple):
-    """Output of :func:`imperfect_csi_dataset`: kept instances ``H``, ``R``, their MMSE
-    estimates ``H_hat``, per-user error energy ``error_energy`` ``(kept, users)`` (mean diagonal
-    of the MMSE error covariance) and the ``(batch,)`` bool mask ``kept`` of the drawn batch."""
+    """Output of :func:`imperfect_csi_dataset`.
+
+    Attributes
+    ----------
+    H, H_hat : torch.Tensor
+        ``(kept, K, M)`` true channels of the kept instances and their MMSE estimates.
+    R : torch.Tensor
+        ``(kept, K, M, M)`` channel covariances.
+    error_energy : torch.Tensor
+        ``(kept, K)`` mean diagonal of the MMSE error covariance per user.
+    kept : torch.Tensor
+        ``(batch,)`` bool mask of the drawn batch.
+    """
 
     H: torch.Tensor
     R: torch.Tensor
@@ -63,15 +73,34 @@ def imperfect_csi_dataset(
 ) -> ImperfectCSIData:
     """Draw ``batch`` instances, keep those served under perfect CSI, estimate their channels.
 
-    Instances come from :func:`lib.chapters.hybrid.draw_instances` (``draw_kw`` passed on);
-    those for
-    which the greedy design on the *true* channels (G-HBF-perf) is infeasible within
-    ``max_power`` are dropped, so that every outage measured later is due to the CSI error. The
-    rest get an MMSE estimate at linear pilot SNR ``pilot`` (:func:`lib.phy.mmse_estimate`,
-    same ``generator``) and the error energy ``tr(C_k) / N`` per user.
+    Instances come from :func:`draw_instances` (``draw_kw`` passed on); those for which the
+    greedy design on the *true* channels (G-HBF-perf, Schynol et al., Sec. 5) is infeasible
+    within ``max_power`` are dropped, so that every outage measured later is due to the CSI
+    error. The rest get an MMSE estimate at linear pilot SNR ``pilot``
+    (:func:`lib.phy.mmse_estimate`, same ``generator``) and the error energy ``tr(C_k) / M``
+    per user. Chapter: *Hybrid beamforming under imperfect CSI*.
+
+    Parameters
+    ----------
+    batch : int
+        Number of instances drawn.
+    generator : torch.Generator or None
+        Source of the instances and of the estimation noise.
+    pilot : float
+        Linear pilot SNR, finite and ``> 0``.
+    codebook, n_rf, sinr_targets, noise_var, max_power
+        Of :func:`lib.precoding.greedy_codebook_selection` (``max_power`` is ``P_max``).
+    **draw_kw
+        ``users``, ``n_h``, ``n_v``, ``spread``, ``pas`` of :func:`draw_instances`.
+
+    Returns
+    -------
+    ImperfectCSIData
+        ``H``, ``R``, ``H_hat`` of the kept instances, ``error_energy`` ``(kept, K)`` and the
+        ``(batch,)`` mask ``kept``.
     """
-    if not pilot > 0:
-        raise ValueError(f"pilot must be > 0, got {pilot}")
+    if not (isinstance(pilot, (int, float)) and math.isfinite(pilot) and pilot > 0):
+        raise ValueError(f"pilot must be finite and > 0, got {pilot}")
     H, R = draw_instances(batch, generator, **draw_kw)
     perf = greedy_codebook_selection(
         H, codebook, n_rf, sinr_targets, noise_var, max_power=max_power
@@ -86,9 +115,25 @@ def imperfect_csi_dataset(
 def margin_design(
     H_hat, margin_db: float, *, codebook, n_rf: int, sinr_targets, noise_var, max_power: float
 ) -> HybridResult:
-    """G-HBF-marg: greedy hybrid design on the estimates ``H_hat`` with every SINR target
-    multiplied by ``10^(margin_db / 10)`` (:func:`lib.precoding.greedy_codebook_selection`).
-    ``margin_db = 0`` is the naive design that trusts the estimates."""
+    """G-HBF-marg: greedy hybrid design on the estimates with every SINR target raised.
+
+    The targets are multiplied by ``10^(margin_db / 10)`` and the design is
+    :func:`lib.precoding.greedy_codebook_selection` on ``H_hat`` (Schynol et al., Sec. 5, the
+    margin baseline); ``margin_db = 0`` is the naive design that trusts the estimates.
+
+    Parameters
+    ----------
+    H_hat : torch.Tensor
+        ``(B, K, M)`` complex channel estimates.
+    margin_db : float
+        SINR margin in dB (finite).
+    codebook, n_rf, sinr_targets, noise_var, max_power
+        Of :func:`lib.precoding.greedy_codebook_selection` (nominal targets).
+
+    Returns
+    -------
+    HybridResult
+    """
     if not math.isfinite(margin_db):
         raise ValueError(f"margin_db must be finite, got {margin_db}")
     return greedy_codebook_selection(
@@ -107,8 +152,24 @@ def margin_outage(
     noise_var,
     max_power: float,
 ) -> OutageResult:
-    """Outage on the true channels (:func:`empirical_outage`, nominal targets) of the
-    :func:`margin_design` computed on ``H_hat``; the function :func:`bisect_margin` bisects."""
+    """Outage on the true channels of the :func:`margin_design` computed on ``H_hat``.
+
+    Evaluated by :func:`lib.precoding.empirical_outage` with the nominal targets (Schynol et
+    al., eq. (10)); this is the function :func:`lib.precoding.bisect_margin` bisects.
+
+    Parameters
+    ----------
+    H_true, H_hat : torch.Tensor
+        ``(B, K, M)`` true channels and their estimates.
+    margin_db : float
+        SINR margin in dB.
+    codebook, n_rf, sinr_targets, noise_var, max_power
+        As in :func:`margin_design`.
+
+    Returns
+    -------
+    OutageResult
+    """
     design = margin_design(
         H_hat,
         margin_db,
@@ -131,17 +192,49 @@ def loaded_design(
     noise_var,
     max_power: float,
 ) -> HybridResult:
-    """Diagonal loading on the analog matrix of ``base``: :func:`loaded_min_power` with
-    loading ``kappa * error_energy`` (``kappa >= 0`` scales the per-user error energy)."""
-    if not kappa >= 0:
-        raise ValueError(f"kappa must be >= 0, got {kappa}")
+    """Diagonal loading on the analog matrix of ``base``.
+
+    :func:`lib.precoding.loaded_min_power` on ``base.F_RF`` with loading
+    ``kappa * error_energy`` (``kappa >= 0`` scales the per-user error energy).
+
+    Parameters
+    ----------
+    H_hat : torch.Tensor
+        ``(B, K, M)`` complex channel estimates.
+    base : HybridResult
+        The design whose analog matrix ``F_RF`` ``(B, M, N_RF)`` is kept.
+    error_energy : torch.Tensor
+        ``(B, K)`` (or ``(B,)``) error energies ``eps_k``.
+    kappa : float
+        Loading factor, finite and ``>= 0``.
+    sinr_targets, noise_var, max_power
+        As in :func:`lib.precoding.loaded_min_power`.
+
+    Returns
+    -------
+    HybridResult
+    """
+    if not (isinstance(kappa, (int, float)) and math.isfinite(kappa) and kappa >= 0):
+        raise ValueError(f"kappa must be finite and >= 0, got {kappa}")
     return loaded_min_power(
         H_hat, base.F_RF, sinr_targets, noise_var, kappa * error_energy, max_power=max_power
     )
 
 
 def mean_power_db(result: OutageResult) -> float:
-    """Mean allocated power of an :class:`OutageResult` in dB (infeasible charged ``max_power``)."""
+    """Mean allocated power of an :class:`lib.precoding.OutageResult` in dB.
+
+    Infeasible designs are charged ``max_power`` (see :func:`lib.precoding.empirical_outage`).
+
+    Parameters
+    ----------
+    result : OutageResult
+
+    Returns
+    -------
+    float
+        ``10 log10(mean power)``.
+    """
     return float(lin_to_db(result.power.mean()))
 
 
@@ -150,7 +243,16 @@ def instance_standard_error(result) -> float:
 
     Users of one instance share a design and are not independent, so the rate is treated as
     the mean of the per-instance outage fractions: ``std(fractions) / sqrt(batch)`` (unbiased
-    std). ``result`` is an :class:`OutageResult` or its ``(batch, users)`` bool ``in_outage``.
+    std).
+
+    Parameters
+    ----------
+    result : OutageResult or torch.Tensor
+        An :class:`lib.precoding.OutageResult` or its ``(B, K)`` bool ``in_outage``, ``B >= 2``.
+
+    Returns
+    -------
+    float
     """
     in_outage = result.in_outage if isinstance(result, OutageResult) else torch.as_tensor(result)
     if in_outage.dim() != 2 or in_outage.shape[0] < 2:
@@ -180,8 +282,24 @@ def draw_instances(
     (:func:`lib.phy.channels_from_covariance`, same ``generator``). The defaults are the
     chapters' setup: 4 users, 8x4 UPA, 10 degrees Gaussian spread.
 
-    Returns ``(H, R)``: ``H`` ``(batch, users, n_h n_v)`` complex with rows ``h_k^H``,
-    ``R`` ``(batch, users, n_h n_v, n_h n_v)``.
+    Parameters
+    ----------
+    batch : int
+        ``B``.
+    generator : torch.Generator, optional
+    users : int
+        ``K``.
+    n_h, n_v : int
+        UPA size, ``M = n_h n_v``.
+    spread : float
+        Angular standard deviation in radians, finite and ``> 0``.
+    pas : {"gaussian", "laplacian"}
+        Power angular spectrum.
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        ``H`` ``(B, K, M)`` complex128 with rows ``h_k^H`` and ``R`` ``(B, K, M, M)``.
     """
     batch = check_positive_int(batch, "batch")
     users = check_positive_int(users, "users")

@@ -16,11 +16,16 @@ user ``k`` is *in outage* when its true SINR is below its target (Schynol et al.
 * :func:`single_user_outage` -- closed-form outage of one user with a Gaussian error,
   used to validate the Monte-Carlo estimate.
 
-Chapter: *Hybrid beamforming under imperfect CSI and outage constraints*.
+Shapes: ``H``, ``H_hat`` ``(B, K, M)``; ``F_RF`` ``(B, M, N_RF)``; ``sinr_targets`` a scalar,
+``(K,)`` or ``(B, K)`` (parsed by :func:`lib.core.checks.per_user`); ``loading`` a scalar,
+``(B,)`` or ``(B, K)``. Results take the dtype and device of ``H_hat``.
+Chapter: *Hybrid beamforming under imperfect CSI and outage constraints*
+(``book/hybrid_imperfect_csi_outage.ipynb``).
 """
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -29,8 +34,16 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from lib.core.checks import check_complex, per_sample
-from lib.precoding.hybrid import HybridResult, digital_min_power, hybrid_sinr
+from lib.core.checks import _real_dtype, check_complex, check_positive_int, per_user
+from lib.precoding.common import _check_H, _scalar
+from lib.precoding.hybrid import (
+    HybridResult,
+    _check_F,
+    _digital,
+    _solver_settings,
+    hybrid_sinr,
+)
+from lib.precoding.power_min import sinr_rtol
 
 __all__ = [
     "OutageResult",
@@ -43,9 +56,19 @@ __all__ = [
 
 
 class OutageResult(NamedTuple):
-    """``rate`` (float) the fraction of (instance, user) pairs in outage; ``in_outage``
-    ``(batch, users)`` bool; ``sinr`` ``(batch, users)`` true SINRs (0 for infeasible designs);
-    ``power`` ``(batch,)`` allocated (weighted) power, ``max_power`` for infeasible designs."""
+    """Outage of a design on true channels (:func:`empirical_outage`).
+
+    Attributes
+    ----------
+    rate : float
+        Fraction of (instance, user) pairs in outage.
+    in_outage : torch.Tensor
+        ``(B, K)`` bool.
+    sinr : torch.Tensor
+        ``(B, K)`` true SINRs (0 for infeasible designs).
+    power : torch.Tensor
+        ``(B,)`` allocated (weighted) power, ``max_power`` (or ``inf``) for infeasible designs.
+    """
 
     rate: float
     in_outage: torch.Tensor
@@ -53,28 +76,71 @@ class OutageResult(NamedTuple):
     power: torch.Tensor
 
 
+def _check_cap(max_power, name="max_power"):
+    if isinstance(max_power, bool) or not isinstance(max_power, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(max_power).__name__}")
+    if not (math.isfinite(max_power) and max_power > 0):
+        raise ValueError(f"{name} must be finite and > 0, got {max_power}")
+    return float(max_power)
+
+
+def _check_design(design, H):
+    if not isinstance(design, HybridResult):
+        raise TypeError(f"design must be a HybridResult, got {type(design).__name__}")
+    B, K, _ = H.shape
+    if design.powers.shape != (B, K) or design.feasible.shape != (B,):
+        raise ValueError(
+            f"design must hold powers ({B}, {K}) and feasible ({B},) for H_true of shape "
+            f"{tuple(H.shape)}, got {tuple(design.powers.shape)} and {tuple(design.feasible.shape)}"
+        )
+
+
 def empirical_outage(
     H_true, design: HybridResult, sinr_targets, noise_var, *, max_power: float | None = None
 ) -> OutageResult:
-    """Evaluate a design on the true channels.
+    """Evaluate a design on the true channels (Schynol et al., eq. (10)).
 
     A design that is infeasible, or needs more than ``max_power``, transmits nothing useful:
     all of its users count as in outage and its power counts as ``max_power`` (``inf`` without
-    ``max_power``). A tiny relative tolerance (1e-9) on the SINR absorbs rounding at the target.
+    ``max_power``). User ``k`` is in outage when its true SINR is below
+    ``gamma_k (1 - sqrt(eps))`` (:func:`lib.precoding.power_min.sinr_rtol`: the design's own
+    feasibility certificate tolerance, which absorbs rounding at the target).
+
+    Parameters
+    ----------
+    H_true : torch.Tensor
+        ``(B, K, M)`` complex true channels.
+    design : HybridResult
+        A design computed for ``B`` instances of ``K`` users (e.g. on estimates).
+    sinr_targets : float or torch.Tensor
+        Nominal ``gamma_k``: scalar, ``(K,)`` or ``(B, K)``, finite, ``> 0``.
+    noise_var : float or torch.Tensor
+        ``sigma^2``, scalar or ``(B,)``, ``> 0``.
+    max_power : float, optional
+        Power cap ``P_max`` (finite, ``> 0``).
+
+    Returns
+    -------
+    OutageResult
     """
-    check_complex(H_true, "H_true", ndim=3)
+    _check_H(H_true, "H_true")
+    _check_design(design, H_true)
     B, K, _ = H_true.shape
-    rdt = H_true.real.dtype
-    gam = torch.as_tensor(sinr_targets, dtype=rdt).expand(B, K)
-    ok = design.feasible.clone()
+    rdt = _real_dtype(H_true)
+    gam = per_user(sinr_targets, "sinr_targets", B, K, dtype=rdt, device=H_true.device)
     if max_power is not None:
-        ok = ok & (design.weighted_power <= max_power)
-    p = torch.where(ok[:, None], design.powers, torch.zeros_like(design.powers))
+        max_power = _check_cap(max_power)
+    ok = design.feasible.to(H_true.device)
+    wp = design.weighted_power.to(dtype=rdt, device=H_true.device)
+    if max_power is not None:
+        ok = ok & (wp <= max_power)
+    powers = design.powers.to(dtype=rdt, device=H_true.device)
+    p = torch.where(ok[:, None], powers, torch.zeros_like(powers))
     s = hybrid_sinr(H_true, design.F_RF, design.V_bb, p, noise_var)
     s = torch.where(ok[:, None], s, torch.zeros_like(s))
-    out = s < gam * (1 - 1e-9)
-    fill = torch.inf if max_power is None else float(max_power)
-    pw = torch.where(ok, design.weighted_power, torch.full_like(design.weighted_power, fill))
+    out = s < gam * (1 - sinr_rtol(rdt))
+    fill = torch.inf if max_power is None else max_power
+    pw = torch.where(ok, wp, torch.full_like(wp, fill))
     return OutageResult(float(out.double().mean()), out, s, pw)
 
 
@@ -88,10 +154,30 @@ def bisect_margin(
 ):
     """Smallest knob value in ``[lo, hi]`` whose outage is ``<= nominal``, by bisection.
 
-    ``outage_of(x)`` returns the validation outage for knob ``x`` (e.g. a margin in dB) and is
-    assumed non-increasing in ``x``. Returns ``(x, trace)`` with ``x`` the upper end of the final
-    bracket (the value that meets the nominal outage) and ``trace`` the list of
-    ``(x, outage)`` evaluated. Raises ``ValueError`` if even ``hi`` misses the nominal outage.
+    The margin of G-HBF-marg (Schynol et al., Sec. 5) is set this way on validation data.
+
+    Parameters
+    ----------
+    outage_of : callable
+        ``outage_of(x)`` returns the validation outage for knob ``x`` (e.g. a margin in dB);
+        assumed non-increasing in ``x``.
+    nominal : float
+        Target outage level ``rho``.
+    lo, hi : float
+        Initial bracket.
+    iters : int
+        Number of halvings.
+
+    Returns
+    -------
+    tuple
+        ``(x, trace)``: ``x`` the upper end of the final bracket (the value that meets the
+        nominal outage) and ``trace`` the list of ``(x, outage)`` evaluated.
+
+    Raises
+    ------
+    ValueError
+        If even ``hi`` misses the nominal outage.
     """
     trace = []
     o_hi = outage_of(hi)
@@ -135,32 +221,69 @@ def loaded_min_power(
     ``p_k |hat h_k^H u_k|^2 >= gamma_k (sum_{j != k} p_j |hat h_k^H u_j|^2 + sigma_k^2)``
     with ``sigma_k^2 = sigma^2 + eps_k max(1, 1/gamma_k) P``,
 
-    a standard problem with per-user noise (rows of ``H_hat`` scaled by ``1/sigma_k``). The
-    least fixed point ``P = P_min(sigma^2 + eps max(1, 1/gamma) P)`` is reached by the
-    monotone iteration from ``P = 0``; samples whose ``P`` exceeds ``max_power`` are infeasible.
+    a standard problem with per-user noise (rows of ``H_hat`` scaled by ``1/sigma_k``), i.e.
+    the digital sub-problem (12) of Schynol et al. with a loaded noise. The least fixed point
+    ``P = P_min(sigma^2 + eps max(1, 1/gamma) P)`` is reached by the monotone iteration from
+    ``P = 0``; samples whose ``P`` exceeds ``max_power`` or that do not converge within
+    ``outer_iters`` are infeasible. Chapter: *Hybrid beamforming under imperfect CSI*.
 
-    ``loading`` is ``eps`` as a scalar, ``(batch,)`` or ``(batch, users)`` real tensor.
+    Parameters
+    ----------
+    H_hat : torch.Tensor
+        ``(B, K, M)`` complex channel estimates.
+    F_RF : torch.Tensor
+        ``(B, M, N_RF)`` analog matrix, dtype of ``H_hat``.
+    sinr_targets : float or torch.Tensor
+        ``gamma_k``: scalar, ``(K,)`` or ``(B, K)``, finite, ``> 0``.
+    noise_var : float or torch.Tensor
+        ``sigma^2``: scalar or ``(B,)``, ``> 0``.
+    loading : float or torch.Tensor
+        ``eps_k >= 0``: scalar, ``(B,)`` (one per instance) or ``(B, K)``; finite.
+    max_power : float
+        Power cap ``P_max`` (finite, ``> 0``).
+    outer_iters : int
+        Maximum number of fixed-point iterations on ``P``.
+    tol : float
+        Stop when ``|P^(t+1) - P^(t)| <= tol P^(t+1)`` (in ``(0, 1)``).
+    **solver_kw
+        ``iters``, ``tol``, ``max_power_ratio`` of :func:`lib.precoding.min_power_duality`.
+
+    Returns
+    -------
+    HybridResult
+        On the device and in the dtype of ``H_hat``.
     """
-    check_complex(H_hat, "H_hat", ndim=3)
+    _check_H(H_hat, "H_hat")
+    _check_F(F_RF, H_hat)
     B, K, _ = H_hat.shape
-    rdt = H_hat.real.dtype
-    gam = torch.as_tensor(sinr_targets, dtype=rdt).expand(B, K)
-    s2 = per_sample(noise_var, "noise_var", B, dtype=rdt)
-    eps = torch.as_tensor(loading, dtype=rdt)
-    if eps.dim() == 1:
-        eps = eps[:, None]
-    eps = eps.expand(B, K)
-    if bool((eps < 0).any()):
-        raise ValueError("loading must be >= 0")
+    dev = H_hat.device
+    rdt = _real_dtype(H_hat)
+    gam = per_user(sinr_targets, "sinr_targets", B, K, dtype=rdt, device=dev)
+    s2 = _scalar(noise_var, "noise_var", H_hat)
+    max_power = _check_cap(max_power)
+    outer_iters = check_positive_int(outer_iters, "outer_iters")
+    if not (isinstance(tol, (int, float)) and not isinstance(tol, bool) and 0 < tol < 1):
+        raise ValueError(f"tol must be a number in (0, 1), got {tol!r}")
+    kw = _solver_settings(solver_kw)
+    if isinstance(loading, np.ndarray):
+        loading = torch.as_tensor(loading, device=dev)
+    if isinstance(loading, torch.Tensor) and loading.dim() == 1:
+        if loading.shape != (B,):
+            raise ValueError(
+                f"loading must be a scalar, ({B},) or ({B}, {K}), got {tuple(loading.shape)}"
+            )
+        loading = loading[:, None].expand(B, K)  # one error energy per instance
+    eps = per_user(loading, "loading", B, K, dtype=rdt, device=dev, allow_zero=True)
     coef = eps * torch.clamp(1.0 / gam, min=1.0)
-    P = torch.zeros(B, dtype=rdt)
-    active = torch.ones(B, dtype=torch.bool)
-    feasible = torch.ones(B, dtype=torch.bool)
+    ones = torch.ones(B, dtype=rdt, device=dev)
+    P = torch.zeros(B, dtype=rdt, device=dev)
+    active = torch.ones(B, dtype=torch.bool, device=dev)
+    feasible = torch.ones(B, dtype=torch.bool, device=dev)
     res = None
     for _ in range(outer_iters):
         sk2 = s2[:, None] + coef * P[:, None]
         Hs = H_hat / sk2.sqrt().to(H_hat.dtype)[..., None]
-        r = digital_min_power(Hs, F_RF, gam, 1.0, weighting="rf", **solver_kw)
+        r = _digital(Hs, F_RF, gam, ones, "rf", None, kw)
         Pn = torch.where(r.feasible, r.weighted_power, torch.full_like(P, torch.inf))
         res = (
             r
@@ -178,11 +301,11 @@ def loaded_min_power(
         conv = active & ~bad & ((Pn - P).abs() <= tol * Pn)
         P = torch.where(active & ~bad, Pn, P)
         active = active & ~bad & ~conv
-        if not bool(active.any()):
+        if not bool(active.any()):  # the documented convergence test (one sync per iteration)
             break
     feasible = feasible & ~active  # not converged -> infeasible
-    p = torch.where(feasible[:, None], res.powers, torch.inf)
-    w = torch.where(feasible, res.weighted_power, torch.inf)
+    p = torch.where(feasible[:, None], res.powers, torch.full_like(res.powers, torch.inf))
+    w = torch.where(feasible, res.weighted_power, torch.full_like(res.weighted_power, torch.inf))
     return HybridResult(F_RF, res.V_bb, p, w, feasible)
 
 
@@ -202,22 +325,52 @@ def robust_sdp_design(H_hat, F_RF, C_err, sinr_targets, noise_var, outage: float
     ``W_k`` is returned). Each user's outage is then at most ``outage``. Returns
     ``(HybridResult, solve_times, max_rank_ratio)`` where ``solve_times`` are the cvxpy solve
     times in seconds and ``max_rank_ratio`` the largest second-to-first eigenvalue ratio of
-    the ``W_k`` (0 for an exactly rank-one solution).
+    the ``W_k`` (0 for an exactly rank-one solution). The solve runs in double precision on
+    the CPU (cvxpy); the returned tensors take the dtype and device of ``H_hat``.
+
+    Parameters
+    ----------
+    H_hat : torch.Tensor
+        ``(B, K, M)`` complex channel estimates.
+    F_RF : torch.Tensor
+        ``(B, M, N_RF)`` analog matrix with independent columns, dtype of ``H_hat``.
+    C_err : torch.Tensor
+        ``(B, K, M, M)`` error covariances ``C_k`` (Hermitian PSD).
+    sinr_targets : float or torch.Tensor
+        ``gamma_k``: scalar, ``(K,)`` or ``(B, K)``, finite, ``> 0``.
+    noise_var : float or torch.Tensor
+        ``sigma^2``: scalar or ``(B,)``, ``> 0``.
+    outage : float
+        Per-user outage level ``rho`` in ``(0, 1)``.
+
+    Returns
+    -------
+    tuple
+        ``(HybridResult, solve_times, max_rank_ratio)``.
     """
     import cvxpy as cp
     from scipy.special import gammaincinv
 
-    check_complex(H_hat, "H_hat", ndim=3)
+    _check_H(H_hat, "H_hat")
+    _check_F(F_RF, H_hat)
     B, K, N = H_hat.shape
+    check_complex(C_err, "C_err", shape=(B, K, N, N))
+    if isinstance(outage, bool) or not isinstance(outage, (int, float)) or not 0 < outage < 1:
+        raise ValueError(f"outage must be a number in (0, 1), got {outage!r}")
     n = F_RF.shape[-1]
-    s2 = per_sample(noise_var, "noise_var", B)
-    gam = torch.as_tensor(sinr_targets, dtype=torch.float64).expand(B, K)
+    s2 = _scalar(noise_var, "noise_var", H_hat).to("cpu", torch.float64)
+    gam = per_user(sinr_targets, "sinr_targets", B, K, dtype=torch.float64, device="cpu")
     delta2 = float(gammaincinv(n, 1.0 - outage))
-    L = torch.linalg.cholesky(F_RF.mH @ F_RF)
-    Q = torch.linalg.solve_triangular(L, F_RF.mH, upper=False).mH  # F L^{-H}
+    F64 = F_RF.detach().to("cpu", torch.complex128)
+    L, info = torch.linalg.cholesky_ex(F64.mH @ F64)
+    if bool((info != 0).any()):
+        raise ValueError("F_RF must have linearly independent columns in every sample")
+    Q = torch.linalg.solve_triangular(L, F64.mH, upper=False).mH  # F L^{-H}
     # resolve_conj: .numpy() rejects tensors with the conjugate bit set
-    G = (H_hat @ Q).conj().resolve_conj().numpy()  # columns g_k as rows
-    Ce = (Q.mH[:, None] @ C_err @ Q[:, None]).resolve_conj().numpy()
+    H64 = H_hat.detach().to("cpu", torch.complex128)
+    C64 = C_err.detach().to("cpu", torch.complex128)
+    G = (H64 @ Q).conj().resolve_conj().numpy()  # columns g_k as rows
+    Ce = (Q.mH[:, None] @ C64 @ Q[:, None]).resolve_conj().numpy()
     T_out = np.zeros((B, n, K), dtype=complex)
     feas = np.zeros(B, dtype=bool)
     times, ratios = [], [0.0]
@@ -251,14 +404,19 @@ def robust_sdp_design(H_hat, F_RF, C_err, sinr_targets, noise_var, outage: float
                 ev, evec = np.linalg.eigh(W[k].value)
                 T_out[b, :, k] = evec[:, -1] * np.sqrt(max(ev[-1], 0.0))
                 ratios.append(max(ev[-2], 0.0) / max(ev[-1], 1e-300) if n > 1 else 0.0)
-    T = torch.as_tensor(T_out)
+    T = torch.as_tensor(T_out, device="cpu")  # cvxpy ran on the CPU
     Vf = torch.linalg.solve_triangular(L.mH, T, upper=True)  # digital weights v = L^{-H} t
     p = Vf.abs().pow(2).sum(-2)
     V_bb = Vf / p.sqrt().clamp_min(1e-300).to(Vf.dtype)[:, None, :]
-    f = torch.as_tensor(feas)
+    f = torch.as_tensor(feas, device="cpu")
     w = T.abs().pow(2).sum(dim=(-2, -1))
+    dev, rdt = H_hat.device, _real_dtype(H_hat)
     res = HybridResult(
-        F_RF, V_bb, torch.where(f[:, None], p, torch.inf), torch.where(f, w, torch.inf), f
+        F_RF,
+        V_bb.to(dtype=H_hat.dtype, device=dev),
+        torch.where(f[:, None], p, torch.inf).to(dtype=rdt, device=dev),
+        torch.where(f, w, torch.inf).to(dtype=rdt, device=dev),
+        f.to(dev),
     )
     return res, times, float(max(ratios))
 
@@ -270,7 +428,18 @@ def single_user_outage(gain, err_var, power, sinr_target, noise_var) -> np.ndarr
     ``u = hat h / ||hat h||``, ``h^H u = ||hat h|| + w`` with ``w ~ CN(0, err_var)``, so
     ``2 |h^H u|^2 / err_var`` is noncentral chi-square (2 dof, noncentrality
     ``2 ||hat h||^2 / err_var``) and ``P(power |h^H u|^2 / noise_var < gamma)`` is its CDF.
-    ``gain`` is ``||hat h||^2`` (array-like).
+
+    Parameters
+    ----------
+    gain : array-like
+        ``||hat h||^2``.
+    err_var, power, sinr_target, noise_var : float
+        Error variance per entry, transmit power, SINR target ``gamma``, noise ``sigma^2``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Outage probability, the shape of ``gain``.
     """
     from scipy.stats import ncx2
 
