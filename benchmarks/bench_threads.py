@@ -9,7 +9,7 @@ intra-op threads, side by side in one run, and prints the times and the ratio
 The workloads: AMP on the sparse-recovery reference problem (M=250, N=500,
 batch 100, 30 iterations), batched WMMSE on 10,000 4x4 channels (20 iterations),
 and 50 Adam steps of a 16-layer lean unrolled ISTA
-(batch 256, ``lib.learn.unrolling``). The test run
+(batch 256, ``lib.learn.train_unrolled`` on ``lib.learn.fit``). The test run
 executes two notebooks at a time (pytest-xdist, 2 workers), so one thread per
 notebook is the relevant choice there; this benchmark measures a notebook
 alone.

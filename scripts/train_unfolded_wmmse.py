@@ -4,7 +4,10 @@ M = N = 4, i.i.d. CN(0, I) channels, noise variance 1, power P = SNR, unit user 
 matched-filter start, step sizes initialised to 1, Adam, batch 100, loss eq. (14)
 (:func:`lib.learn.wsr_loss`). Each network with ``L`` layers is warm-started from the
 trained ``L - 1``-layer network of the same series (its step sizes, the last layer copied),
-then trained for ``--steps`` Adam steps at ``--lr`` and ``--steps // 4`` more at ``lr / 10``.
+then trained for ``--steps`` Adam steps at ``--lr`` and ``--steps // 4`` more at ``lr / 10``
+(one :func:`lib.learn.fit` plan of two seeded stages). ``L`` and ``K`` are the paper's names
+(layers ``T`` and PGD steps ``Q`` in ``lib``); the set-up, the test channels and the stored-model
+helpers are in :mod:`lib.chapters.unfolded_wmmse`.
 
 Series (``--series``, default all):
 
@@ -23,27 +26,28 @@ Series (``--series``, default all):
 Writes ``--out/step_sizes.json``: for every model its step sizes ``(L, K)``, the training
 settings and time, the loss every 10 steps, and the test WSR per layer (mean and standard
 error) on 10,000 fresh channels per SNR (generator seed ``1000 + 10 * SNR``), next to the
-truncated WMMSE on the same channels. The file is rewritten after every model, so an
-interrupted run keeps what it finished. ``tests/test_unfolded_wmmse.py`` re-evaluates it.
+truncated WMMSE on the same channels. The file is rewritten after every model, and every
+network's training is checkpointed (``_build/checkpoints/unfolded_wmmse``): ``--resume``
+reloads the finished networks from their final checkpoints and continues the interrupted one
+where it stopped, so an interrupted run ends with the same numbers as an uninterrupted one.
+``tests/test_unfolded_wmmse.py`` re-evaluates the file.
 
 Usage::
 
     nice -n 5 python scripts/train_unfolded_wmmse.py             # CPU, ~20-25 minutes
+    nice -n 5 python scripts/train_unfolded_wmmse.py --resume    # after an interruption
     python scripts/train_unfolded_wmmse.py --device cuda --steps 4000 --full-grid
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-from lib.core import set_threads
-from lib.learn import train_unrolled
+from lib.chapters.unfolded_wmmse import SETUP, model_key, power_for_snr, test_channels
+from lib.learn import Stage, fit
 from lib.learn.unfolded_wmmse import (
     UnfoldedWMMSE,
     make_sampler,
@@ -52,11 +56,15 @@ from lib.learn.unfolded_wmmse import (
     truncated_wmmse_wsr,
     wsr_loss,
 )
-from lib.phy import rayleigh
 
-M = N = 4
-NOISE_VAR = 1.0
-SNRS = [5.0, 7.5, 10.0, 12.5, 15.0, 17.5, 20.0]
+try:
+    from scripts import _cli
+except ImportError:  # run as `python scripts/train_unfolded_wmmse.py`
+    import _cli
+
+M, N = SETUP.antennas, SETUP.users
+NOISE_VAR = SETUP.noise_var
+SNRS = list(SETUP.snrs_db)
 SERIES = [
     "snr10_free",
     "snr10_same",
@@ -67,23 +75,14 @@ SERIES = [
     "snr20_prog",
     "snrsweep",
 ]
-N_TEST = 10_000
-
-
-def test_channels(snr_db: float, n: int = N_TEST) -> torch.Tensor:
-    """The stored test set of one SNR: ``n`` channels, generator seed ``1000 + 10 * snr_db``."""
-    g = torch.Generator().manual_seed(1000 + int(round(10 * snr_db)))
-    return rayleigh(n, N, M, generator=g)
-
-
-def key(snr_db, L, K, variant) -> str:
-    return f"snr{snr_db:g}_L{L}_K{K}_{variant}"
+N_TEST = SETUP.n_test
+key = model_key
 
 
 def evaluate(model, snr_db, cache):
     if snr_db not in cache:
         H = test_channels(snr_db)
-        P = 10 ** (snr_db / 10) * NOISE_VAR
+        P = power_for_snr(snr_db)
         cache[snr_db] = (H, P, truncated_wmmse_wsr(H, P, NOISE_VAR, 6))
     H, P, tr = cache[snr_db]
     r = per_layer_wsr(model, H, P, NOISE_VAR)
@@ -99,34 +98,32 @@ def evaluate(model, snr_db, cache):
     }
 
 
-def train_one(model, snr_db, args, lr, seed):
+def train_one(model, snr_db, args, lr, seed, name):
+    """``--steps`` Adam steps at ``lr`` (seed ``seed``), then ``--steps // 4`` at ``lr / 10``
+    (seed ``seed + 7919``): one plan of two seeded stages, checkpointed under ``name``."""
     sampler = make_sampler(N, M, snr_db, noise_var=NOISE_VAR)
+    plan = [
+        Stage("main", args.steps, lr=lr, seed=seed),
+        Stage("final", max(args.steps // 4, 1), lr=lr / 10, seed=seed + 7919),
+    ]
     t0 = time.time()
-    hist = train_unrolled(
+    hist = fit(
         model,
-        sampler,
         wsr_loss,
-        finetune_steps=args.steps,
+        sampler,
+        plan=plan,
         lr=lr,
         batch_size=args.batch,
         seed=seed,
         device=args.device,
-        progress=False,
-    )
-    hist = train_unrolled(
-        model,
-        sampler,
-        wsr_loss,
-        finetune_steps=max(args.steps // 4, 1),
-        lr=lr / 10,
-        batch_size=args.batch,
-        seed=seed + 7919,
-        device=args.device,
-        progress=False,
-        history=hist,
+        progress=args.progress,
+        desc=name,
+        checkpoint=args.checkpoints / f"{name}.ckpt",
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
     )
     model.cpu()
-    return hist, time.time() - t0
+    return hist, (hist.time[-1] if len(hist) else time.time() - t0)
 
 
 def record(results, k, model, snr_db, hist, secs, settings, cache, out):
@@ -143,7 +140,7 @@ def record(results, k, model, snr_db, hist, secs, settings, cache, out):
         "loss_every_10": [round(v, 4) for v in hist.loss[::10]] if hist is not None else [],
         "test": ev,
     }
-    (out / "step_sizes.json").write_text(json.dumps(results, indent=1))
+    _cli.write_results(out / "step_sizes.json", results)
     print(
         f"{k:28s} WSR={ev['wsr_per_layer'][-1]:7.3f} trunc={ev['trunc_wmmse_wsr']:7.3f} "
         f"diff={ev['diff_vs_trunc']:+.3f}±{ev['diff_se_paired']:.3f}  {secs:6.1f}s",
@@ -163,7 +160,8 @@ def run_series(results, snr_db, K, variant, args, cache, out, Ls=range(1, 7), ta
             G = prev.step_sizes()
             G = torch.cat([G, G[-1:]], 0)
             model = UnfoldedWMMSE.from_step_sizes(G, same_step=same, log_steps=logd)
-        hist, secs = train_one(model, snr_db, args, lr, seed=args.seed + L)
+        name = key(snr_db, L, K, tag or variant)
+        hist, secs = train_one(model, snr_db, args, lr, seed=args.seed + L, name=name)
         settings = {
             "lr": lr,
             "steps": args.steps,
@@ -174,7 +172,7 @@ def run_series(results, snr_db, K, variant, args, cache, out, Ls=range(1, 7), ta
         }
         record(
             results,
-            key(snr_db, L, K, tag or variant),
+            name,
             model,
             snr_db,
             hist,
@@ -225,16 +223,13 @@ def run_progressive(results, snr_db, K_to, args, cache, out, Ls=range(1, 7), var
             batch_size=args.batch,
             seed=args.seed + 100 * L,
             device=args.device,
+            progress=args.progress,
             callback=cb,
         )
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", default="results/unfolded_wmmse")
+    ap = _cli.parser(__doc__, "results/unfolded_wmmse")
     ap.add_argument("--series", nargs="*", default=SERIES)
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--lr", type=float, default=3e-2)
@@ -250,19 +245,13 @@ def main(argv=None):
     ap.add_argument("--sweep-steps", type=int, default=800)
     ap.add_argument("--sweep-variants", nargs="*", default=["free", "same", "log"])
     ap.add_argument("--batch", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--full-grid", action="store_true")
     args = ap.parse_args(argv)
-    set_threads(args.threads)
+    out = _cli.setup(args)
     torch.manual_seed(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     res_path = out / "step_sizes.json"
-    results = json.loads(res_path.read_text()) if res_path.exists() else {"models": {}}
-    cmd = "python scripts/train_unfolded_wmmse.py " + " ".join(
-        sys.argv[1:] if argv is None else argv
-    )
+    results = _cli.load_results(res_path, {"models": {}})
+    cmd = _cli.command_line("train_unfolded_wmmse.py", argv)
     results.setdefault("commands", [])
     if "command" in results:  # files written before the list existed
         results["commands"].insert(0, results.pop("command"))
@@ -307,7 +296,7 @@ def main(argv=None):
                 run_series(results, snr, 4, "free", args, cache, out)
             run_progressive(results, snr, 8, args, cache, out)
     results.setdefault("seconds_per_command", []).append(round(time.time() - t_all, 1))
-    res_path.write_text(json.dumps(results, indent=1))
+    _cli.write_results(res_path, results)
     print(f"done in {time.time() - t_all:.0f} s", flush=True)
 
 

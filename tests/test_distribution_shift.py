@@ -8,6 +8,7 @@ import torch
 from lib import sparse
 from lib.chapters.distribution_shift import (
     REFERENCES,
+    ShiftProblem,
     degradation_db,
     evaluate_shift,
     gap_to_oracle_db,
@@ -16,6 +17,7 @@ from lib.chapters.distribution_shift import (
     sweep_shifts,
     with_condition_number,
 )
+from lib.chapters.pretrained_sparse import REFERENCE
 from lib.learn.unrolled_sparse import LISTA, LeanISTA, with_matrix
 
 torch.set_num_threads(1)
@@ -83,3 +85,28 @@ def test_reference_sweeps(setup):
     assert len(res["amplitude a"]) == 5
     direct = evaluate_shift({"lean": models["lean"]}, A, P, 30.0, amplitude=4.0, n=20)
     assert res["amplitude a"][-1] == direct
+
+
+@pytest.mark.parametrize("kappa", [1.0, 100.0])
+def test_condition_shift_has_the_spectrum_of_ill_conditioned_matrix(setup, kappa):
+    """Same singular values as lib.sparse.ill_conditioned_matrix (only the vectors differ)."""
+    A, _ = setup
+    s_shift = torch.linalg.svdvals(with_condition_number(A, kappa))
+    s_ill = torch.linalg.svdvals(
+        sparse.ill_conditioned_matrix(M, N, kappa, generator=torch.Generator().manual_seed(1))
+    )
+    assert torch.allclose(s_shift, s_ill, rtol=1e-10, atol=0)
+
+
+def test_shift_problem_defaults_are_the_training_point(setup):
+    A, models = setup
+    base = ShiftProblem(A)
+    assert (base.p, base.snr_db, base.amplitude) == (REFERENCE.p, REFERENCE.snr_db, 1.0)
+    moved = base.moved(snr_db=20.0)
+    assert moved.snr_db == 20.0 and base.snr_db == REFERENCE.snr_db and moved.A is A
+    assert set(moved.kwargs()) == {"A", "p", "snr_db", "amplitude"}
+    shifts = reference_shifts(A, P, 30.0)
+    assert shifts["sparsity p"].problem(0.2) == ShiftProblem(A, 0.2, 30.0).kwargs()
+    assert evaluate_shift(models, **moved.kwargs(), n=20) == evaluate_shift(
+        models, A, REFERENCE.p, 20.0, n=20
+    )

@@ -9,7 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lib.learn import UnrolledModel, train_unrolled
+from lib.chapters import unfolded_wmmse as chapter
+from lib.learn import UnrolledModel, fit, train_unrolled
 from lib.learn.flops import flops_rzf, flops_unfolded_wmmse, flops_wmmse, flops_zf
 from lib.learn.unfolded_wmmse import (
     PGDStepSizes,
@@ -252,8 +253,11 @@ def test_stored_step_sizes_reproduce_stored_wsr(name):
     if name not in models:
         pytest.skip(f"{name} not in the stored sweep")
     e = models[name]
-    model = UnfoldedWMMSE.from_step_sizes(e["step_sizes"], same_step=e["same_step"])
-    P = 10 ** (e["snr_db"] / 10)
+    snr, L, K, variant = e["snr_db"], e["L"], e["K"], name.split("_", 3)[3]
+    assert chapter.model_key(snr, L, K, variant) == name
+    model = chapter.stored_model(snr, L, K, variant)
+    assert torch.allclose(model.step_sizes(), torch.tensor(e["step_sizes"], dtype=torch.float64))
+    P = chapter.power_for_snr(e["snr_db"])
     # 1) fresh channels (not the stored test set): within 4 combined standard errors
     H = rayleigh(3000, 4, 4, generator=torch.Generator().manual_seed(424242))
     r = per_layer_wsr(model, H, P, 1.0)[-1]
@@ -264,3 +268,102 @@ def test_stored_step_sizes_reproduce_stored_wsr(name):
     d, dse = float((r - tr).mean()), float((r - tr).std()) / math.sqrt(3000)
     stored_d = e["test"]["diff_vs_trunc"]
     assert abs(d - stored_d) < 4 * math.hypot(dse, e["test"]["diff_se_paired"])
+
+
+# ---- weighted sum rate, validation once per forward pass ---------------------------------- #
+def test_weighted_model_is_trained_on_its_weighted_sum_rate():
+    """The loss reads the model's priorities: a weighted model's first training loss is minus
+    the weighted WSR summed over layers (it was the unweighted one: -9.4 instead of -16.3)."""
+    w = torch.tensor([4.0, 1.0, 1.0, 1.0], dtype=torch.float64)
+    sampler = make_sampler(4, 4, 10.0)
+    model = UnfoldedWMMSE(2, 4, weights=w)
+    (H, P, s2), _ = sampler(200, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        out = model(H, P, s2)
+    weighted = -sum(sum_rate(H, out[t], s2, w).mean() for t in range(2)).item()
+    unweighted = -sum(sum_rate(H, out[t], s2).mean() for t in range(2)).item()
+    assert weighted < unweighted - 3
+    for train in (
+        lambda: train_unrolled(model, sampler, wsr_loss, finetune_steps=1, batch_size=200,
+                               lr=1e-9, seed=5, progress=False),
+        lambda: fit(model, wsr_loss, sampler, steps=1, batch_size=200, lr=1e-9, seed=5,
+                    progress=False),
+    ):  # fmt: skip
+        h = train()
+        assert h.loss[0] == pytest.approx(weighted, abs=1e-6)
+    assert per_layer_wsr(model, H, P, s2).mean(1).sum().item() == pytest.approx(-weighted, abs=1e-5)
+    assert "weights" not in model.state_dict()  # a non-persistent buffer
+    target = (H, s2)
+    with pytest.raises(ValueError, match="differ"):
+        wsr_loss(out, target, torch.ones(4, dtype=torch.float64), model=model)
+
+
+def test_loss_and_model_reject_mis_shaped_inputs():
+    (H, P, s2), target = make_sampler(4, 4, 10.0)(6, torch.Generator().manual_seed(0))
+    m = UnfoldedWMMSE(2, 4)
+    out = m(H, P, s2)
+    with pytest.raises(ValueError, match="stacked per-layer"):
+        wsr_loss(out[-1], target)  # the last layer only, not the stack
+    with pytest.raises(ValueError, match="users"):
+        UnfoldedWMMSE(2, 4, weights=torch.ones(3, dtype=torch.float64))(H, P, s2)
+    with pytest.raises(ValueError, match="weights"):
+        UnfoldedWMMSE(2, 4, weights=torch.tensor([1.0, -1.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="power"):
+        m(H, -1.0, s2)
+    with pytest.raises(ValueError, match="noise_var"):
+        m(H, P, float("nan"))
+    with pytest.raises(ValueError, match="H"):
+        m(H * float("nan"), P, s2)
+    with pytest.raises(ValueError, match="init"):
+        PGDStepSizes(4, float("inf"))
+
+
+def test_inputs_are_checked_once_not_per_layer(monkeypatch):
+    """Host synchronisations (tensor -> bool / Python number) do not grow with the depth."""
+    counts = {"n": 0}
+    orig_bool, orig_item = torch.Tensor.__bool__, torch.Tensor.item
+
+    def counting_bool(self):
+        counts["n"] += 1
+        return orig_bool(self)
+
+    def counting_item(self):
+        counts["n"] += 1
+        return orig_item(self)
+
+    H, _, _, _ = _setup(B=8)
+    monkeypatch.setattr(torch.Tensor, "__bool__", counting_bool)
+    monkeypatch.setattr(torch.Tensor, "item", counting_item)
+    syncs = []
+    for T in (1, 5):
+        model = UnfoldedWMMSE(T, 4, weights=torch.ones(4, dtype=torch.float64))
+        counts["n"] = 0
+        with torch.no_grad():
+            model(H, 10.0, 1.0)
+        syncs.append(counts["n"])
+    assert syncs[0] == syncs[1] and syncs[0] <= 6
+
+
+def test_chapter_test_set_and_stored_sweep_helpers(tmp_path):
+    H = chapter.test_channels(10.0, 50)
+    ref = rayleigh(50, 4, 4, generator=torch.Generator().manual_seed(1100))
+    assert torch.equal(H, ref)  # the stored evaluation's channels
+    assert torch.equal(chapter.test_channels(10.0, 50), H) and H.shape == (50, 4, 4)
+    assert chapter.power_for_snr(20.0) == pytest.approx(100.0)
+    assert chapter.model_key(7.5, 3, 5, "log") == "snr7.5_L3_K5_log"
+    with pytest.raises(FileNotFoundError, match="train_unfolded_wmmse"):
+        chapter.stored_sweep(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json"):
+        chapter.stored_sweep(bad)
+    sweep = {"models": {"snr10_L1_K4_same": {"step_sizes": [[0.5, 0.5, 0.5, 0.5]],
+                                              "same_step": True}}}  # fmt: skip
+    m = chapter.stored_model(10.0, 1, 4, "same", sweep=sweep)
+    assert m.same_step and count_params(m) == 1
+    with pytest.raises(KeyError, match="snr10_L2_K4_same"):
+        chapter.stored_model(10.0, 2, 4, "same", sweep=sweep)
+
+
+def count_params(m):
+    return sum(p.numel() for p in m.parameters())

@@ -2,24 +2,29 @@
 contraction, matrix swapping, a short training run, and a re-evaluation of the stored
 paper-scale weights."""
 
+import dataclasses
+
 import pytest
 import torch
+from torch import nn
 
 from lib import sparse
 from lib.chapters import pretrained_sparse
-from lib.learn import count_parameters, train_unrolled
-from lib.learn.unrolled_sparse import (
-    LAMP,
-    LISTA,
-    LeanISTA,
-    MLPRecovery,
-    OAMPNet,
-    analytic_weight,
-    bg_mmse,
+from lib.learn import StoredFileError, count_parameters, load_state_dict_file, train_unrolled
+from lib.learn.contraction import (
     contraction_factors,
     contraction_penalty,
     error_contraction,
     layer_operators,
+)
+from lib.learn.unrolled_amp import LAMP, OAMPNet
+from lib.learn.unrolled_sparse import (
+    LISTA,
+    LeanISTA,
+    MLPRecovery,
+    analytic_weight,
+    bg_mmse,
+    has_sensing_matrix,
     make_sampler,
     nmse_loss,
     soft,
@@ -178,10 +183,7 @@ def test_with_matrix_swaps_physics_but_keeps_learned_scalars(problem):
                 prm.mul_(0.9)
         swapped = with_matrix(m1, A2)
         ref = make(A2)
-        ref.load_state_dict(
-            {k: v for k, v in m1.state_dict().items() if k not in ("A", "W", "U", "lam")},
-            strict=False,
-        )
+        ref.load_state_dict(m1.state_dict(), strict=True)  # fixed matrices: not in the dict
         with torch.no_grad():
             assert torch.allclose(swapped(y, nv), ref(y, nv), atol=1e-10)
             assert not torch.allclose(swapped(y, nv), m1(y, nv))
@@ -247,7 +249,8 @@ def test_stored_weights_reproduce_stored_results(name):
 @pytest.mark.skipif(not (STORED / "A.pt").exists(), reason="no stored results")
 def test_stored_reference_matrix_is_the_generated_one():
     A = pretrained_sparse.reference_matrix()
-    assert A.shape == (pretrained_sparse.M, pretrained_sparse.N) and A.dtype == torch.float64
+    ref = pretrained_sparse.REFERENCE
+    assert A.shape == (ref.M, ref.N) and A.dtype == torch.float64
     assert torch.equal(A, pretrained_sparse.generate_reference_matrix())
 
 
@@ -255,8 +258,88 @@ def test_registry_builds_every_model_and_reports_missing_files(tmp_path):
     A = sparse.gaussian_matrix(M, N, generator=torch.Generator().manual_seed(0))
     for name in pretrained_sparse.MODELS:
         model = pretrained_sparse.build(name, A)
-        assert model.num_layers == (1 if name == "mlp" else pretrained_sparse.T)
+        assert model.num_layers == (1 if name == "mlp" else pretrained_sparse.REFERENCE.T)
     with pytest.raises(ValueError, match="lean_ista"):
         pretrained_sparse.build("nope", A)
     with pytest.raises(FileNotFoundError, match="train_unrolled_sparse"):
         pretrained_sparse.reference_matrix(path=tmp_path)
+
+
+def test_nmse_loss_rejects_the_last_layer_alone(problem):
+    A, y, nv, x = problem
+    out = LeanISTA(A, 3, lam=0.05)(y, nv)
+    assert nmse_loss(out, x).shape == ()
+    with pytest.raises(ValueError, match="stacked per-layer"):
+        nmse_loss(out[-1], x)  # (B, N) instead of (T, B, N): silently wrong before
+    with pytest.raises(ValueError, match="stacked per-layer"):
+        nmse_loss(out, x[:, :5])
+    with pytest.raises(TypeError):
+        nmse_loss(out.detach().numpy(), x)
+
+
+def test_fixed_matrices_are_not_part_of_the_state_dict(problem):
+    A = problem[0]
+    for model in (LISTA(A, 2, 0.1), LeanISTA(A, 2, weight="analytic"), LAMP(A, 2),
+                  OAMPNet(A, 2, p=P)):  # fmt: skip
+        keys = set(model.state_dict())
+        assert not keys & {"A", "W", "U", "lam"} and keys
+        assert all(k.startswith("layers.") for k in keys)
+    swapped = with_matrix(LAMP(A, 2), A * 2)
+    assert "A" not in swapped.state_dict() and torch.equal(swapped.A, A * 2)
+
+
+@pytest.fixture()
+def stored_copy(tmp_path):
+    """A results directory with a small reference matrix and a lean_ista state dict."""
+    A = sparse.gaussian_matrix(M, N, generator=torch.Generator().manual_seed(0))
+    torch.save({"A": A}, tmp_path / "A.pt")
+    good = pretrained_sparse.build("lean_ista", A)
+    with torch.no_grad():
+        for prm in good.parameters():
+            prm.mul_(0.9)
+    torch.save({k: v.float() for k, v in good.state_dict().items()}, tmp_path / "lean_ista.pt")
+    return tmp_path, good
+
+
+def test_load_is_strict_and_reports_broken_files(stored_copy):
+    d, good = stored_copy
+    loaded = pretrained_sparse.load("lean_ista", path=d)
+    for p, q in zip(loaded.parameters(), good.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)  # the stored (float32) weights, not the init
+    sd = torch.load(d / "lean_ista.pt", weights_only=True)
+    raw = (d / "lean_ista.pt").read_bytes()
+    cases = {
+        "renamed": lambda f: torch.save({("x" + k): v for k, v in sd.items()}, f),
+        "missing": lambda f: torch.save(dict(list(sd.items())[:-1]), f),
+        "empty": lambda f: f.write_bytes(b""),
+        "truncated": lambda f: f.write_bytes(raw[: len(raw) // 2]),
+        "foreign": lambda f: torch.save({"net": nn.Linear(2, 2)}, f),
+        "not-a-dict": lambda f: torch.save([1, 2, 3], f),
+    }
+    for case, write in cases.items():
+        write(d / "lean_ista.pt")
+        with pytest.raises(StoredFileError, match="lean_ista.pt") as e:
+            pretrained_sparse.load("lean_ista", path=d)
+        assert "weights_only=False" not in str(e.value), case
+    torch.save(sd, d / "lean_ista.pt")
+    with pytest.raises(StoredFileError, match="unexpected keys"):
+        load_state_dict_file(LeanISTA(sparse.gaussian_matrix(M, N), 3), d / "lean_ista.pt",
+                             what="test")  # fmt: skip
+
+
+def test_reference_problem_is_one_frozen_object():
+    ref = pretrained_sparse.REFERENCE
+    assert (ref.M, ref.N, ref.p, ref.snr_db, ref.T, ref.lam) == (250, 500, 0.1, 40.0, 16, 0.01)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ref.p = 0.2
+    small = pretrained_sparse.SparseReference(M=M, N=N, T=3, p=0.2)
+    A = sparse.gaussian_matrix(M, N, generator=torch.Generator().manual_seed(0))
+    m = pretrained_sparse.build("tista", A, small)
+    assert m.num_layers == 3 and m.p == 0.2
+
+
+def test_which_models_take_the_sensing_matrix_as_an_input(problem):
+    A = problem[0]
+    assert has_sensing_matrix(LeanISTA(A, 2)) and has_sensing_matrix(LAMP(A, 2))
+    assert has_sensing_matrix(OAMPNet(A, 2, p=P))
+    assert not has_sensing_matrix(LISTA(A, 2, 0.1)) and not has_sensing_matrix(MLPRecovery(M, N))

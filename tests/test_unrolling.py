@@ -9,6 +9,7 @@ from lib.learn import (
     UnrolledModel,
     count_parameters,
     freeze_layers,
+    growth_plan,
     to_device,
     train_unrolled,
 )
@@ -249,3 +250,64 @@ def test_progress_bar_runs():
     model = UnrolledGD(2, 0.05)
     h = train_unrolled(model, sampler, last_mse, finetune_steps=2, batch_size=4, progress=True)
     assert len(h) == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(grad_clip=-1.0), "grad_clip"),
+        (dict(grad_clip=0.0), "grad_clip"),
+        (dict(grad_clip=float("inf")), "grad_clip"),
+        (dict(lr=float("nan")), "lr"),
+        (dict(refine_lr=0.0), "refine_lr"),
+        (dict(finetune_lr=float("inf")), "finetune_lr"),
+        (dict(penalty_weight=-1.0), "penalty_weight"),
+        (dict(penalty_weight=float("nan")), "penalty_weight"),
+        (dict(steps_per_layer=-2), "steps_per_layer"),
+        (dict(checkpoint_every=3), "checkpoint"),
+    ],
+)
+def test_invalid_settings_are_value_errors(kwargs, match):
+    """grad_clip=-1 once trained uphill; every setting is now checked before training."""
+    model = UnrolledGD(2, 0.05)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=match):
+        train_unrolled(model, sampler, last_mse, finetune_steps=3, progress=False, **kwargs)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
+
+
+def test_growth_plan_stages():
+    plan = growth_plan(2, steps_per_layer=3, refine_steps=2, finetune_steps=4,
+                       refine_factors=(0.5, 0.1), finetune_factors=(1.0,))  # fmt: skip
+    assert [s.name for s in plan] == [
+        "grow-1", "refine-1x0.5", "refine-1x0.1", "grow-2", "refine-2x0.5", "refine-2x0.1",
+        "finetune",
+    ]  # fmt: skip
+    assert [s.steps for s in plan] == [3, 2, 2, 3, 2, 2, 4]
+    assert plan[3].trainable == [1] and plan[4].trainable == [0, 1]
+    assert plan[4].lr_factor == 0.5 and plan[-1].forward_kwargs == {"n_layers": 2}
+    assert growth_plan(3, finetune_steps=5)[0].name == "finetune"
+
+
+def test_train_unrolled_resumes_bit_for_bit(tmp_path):
+    def run(ckpt, interrupt=False, resume=False):
+        model = UnrolledGD(3, 0.05)
+        calls = {"n": 0}
+
+        def samp(batch, gen):
+            calls["n"] += 1
+            if interrupt and calls["n"] == 23:
+                raise KeyboardInterrupt
+            return sampler(batch, gen)
+
+        h = train_unrolled(model, samp, last_mse, steps_per_layer=5, refine_steps=2,
+                           finetune_steps=10, batch_size=8, lr=0.05, seed=1, progress=False,
+                           checkpoint=ckpt, checkpoint_every=4, resume=resume)  # fmt: skip
+        return model, h
+
+    ref_m, ref_h = run(tmp_path / "a.ckpt")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b.ckpt", interrupt=True)
+    m, h = run(tmp_path / "b.ckpt", resume=True)
+    assert h.loss == ref_h.loss and h.depth == ref_h.depth and h.stage == ref_h.stage
+    assert all(torch.equal(p, q) for p, q in zip(m.parameters(), ref_m.parameters()))

@@ -1,8 +1,18 @@
 """Chapter pipelines: reference problems, stored-model registries and data-set recipes of
 individual chapters. General algorithms live in the other subpackages.
 
-Every public name of the modules below is re-exported here, so a notebook import is one line
-(``from lib.chapters import ...``).
+Every name in the ``__all__`` of the modules below is re-exported here, so a notebook import is
+one line (``from lib.chapters import ...``); a module adds a public name by listing it in its own
+``__all__`` (names must not repeat across modules: the sparse chapters' reference problem is
+``REFERENCE``, the unfolded-WMMSE chapter's set-up ``SETUP``).
 """
 
-__all__ = []
+from lib.chapters import distribution_shift, hybrid, pretrained_sparse, unfolded_wmmse
+from lib.chapters.distribution_shift import *  # noqa: F403
+from lib.chapters.hybrid import *  # noqa: F403
+from lib.chapters.pretrained_sparse import *  # noqa: F403
+from lib.chapters.unfolded_wmmse import *  # noqa: F403
+
+__all__ = (
+    pretrained_sparse.__all__ + distribution_shift.__all__ + unfolded_wmmse.__all__ + hybrid.__all__
+)

@@ -1,14 +1,19 @@
 """Pipelines of the hybrid-beamforming chapters (Part III): the instances they draw, the
 imperfect-CSI data set, and thin, tested wrappers so that the notebooks only call and print.
 
-* :func:`draw_instances` -- the chapters' random multi-user instances (channels and covariances).
-* :func:`imperfect_csi_dataset` -- instances served under perfect CSI, their MMSE estimates
+* :func:`~lib.chapters.draw_instances` -- the chapters' random multi-user instances (channels and
+  covariances).
+* :func:`~lib.chapters.imperfect_csi_dataset` -- instances served under perfect CSI, their MMSE
+  estimates
   and per-user error energies.
-* :func:`margin_design` / :func:`margin_outage` -- G-HBF-marg: the greedy hybrid design on the
+* :func:`~lib.chapters.margin_design` / :func:`~lib.chapters.margin_outage` -- G-HBF-marg: the
+  greedy hybrid design on the
   estimates with every SINR target raised by a margin (dB), and its outage on true channels.
-* :func:`loaded_design` -- :func:`lib.precoding.loaded_min_power` on a base design's analog
+* :func:`~lib.chapters.loaded_design` -- :func:`lib.precoding.loaded_min_power` on a base design's
+  analog
   matrix with loading ``kappa`` times the error energy.
-* :func:`mean_power_db`, :func:`instance_standard_error` -- summaries of an
+* :func:`~lib.chapters.mean_power_db`, :func:`~lib.chapters.instance_standard_error` -- summaries
+  of an
   :class:`lib.precoding.OutageResult`.
 """
 
@@ -38,12 +43,14 @@ __all__ = [
 
 
 class ImperfectCSIData(NamedTuple):
-    """Output of :func:`imperfect_csi_dataset`.
+    """Output of :func:`~lib.chapters.imperfect_csi_dataset`.
 
     Attributes
     ----------
-    H, H_hat : torch.Tensor
-        ``(kept, K, M)`` true channels of the kept instances and their MMSE estimates.
+    H : torch.Tensor
+        ``(kept, K, M)`` true channels of the kept instances.
+    H_hat : torch.Tensor
+        ``(kept, K, M)`` their MMSE estimates.
     R : torch.Tensor
         ``(kept, K, M, M)`` channel covariances.
     error_energy : torch.Tensor
@@ -73,7 +80,8 @@ def imperfect_csi_dataset(
 ) -> ImperfectCSIData:
     """Draw ``batch`` instances, keep those served under perfect CSI, estimate their channels.
 
-    Instances come from :func:`draw_instances` (``draw_kw`` passed on); those for which the
+    Instances come from :func:`~lib.chapters.draw_instances` (``draw_kw`` passed on); those for
+    which the
     greedy design on the *true* channels (G-HBF-perf, Schynol et al., Sec. 5) is infeasible
     within ``max_power`` are dropped, so that every outage measured later is due to the CSI
     error. The rest get an MMSE estimate at linear pilot SNR ``pilot``
@@ -91,7 +99,7 @@ def imperfect_csi_dataset(
     codebook, n_rf, sinr_targets, noise_var, max_power
         Of :func:`lib.precoding.greedy_codebook_selection` (``max_power`` is ``P_max``).
     **draw_kw
-        ``users``, ``n_h``, ``n_v``, ``spread``, ``pas`` of :func:`draw_instances`.
+        ``users``, ``n_h``, ``n_v``, ``spread``, ``pas`` of :func:`~lib.chapters.draw_instances`.
 
     Returns
     -------
@@ -152,7 +160,7 @@ def margin_outage(
     noise_var,
     max_power: float,
 ) -> OutageResult:
-    """Outage on the true channels of the :func:`margin_design` computed on ``H_hat``.
+    """Outage on the true channels of the :func:`~lib.chapters.margin_design` computed on ``H_hat``.
 
     Evaluated by :func:`lib.precoding.empirical_outage` with the nominal targets (Schynol et
     al., eq. (10)); this is the function :func:`lib.precoding.bisect_margin` bisects.
@@ -164,7 +172,7 @@ def margin_outage(
     margin_db : float
         SINR margin in dB.
     codebook, n_rf, sinr_targets, noise_var, max_power
-        As in :func:`margin_design`.
+        As in :func:`~lib.chapters.margin_design`.
 
     Returns
     -------

@@ -1,84 +1,46 @@
 """Learned models and their training: the unrolled base class and trainer, learned sparse recovery
 (LISTA, ALISTA, TISTA, LAMP, OAMP-Net), the deep-unfolded WMMSE and operation counts.
 
-Every public name of the modules below is re-exported here, so a notebook import is one line
-(``from lib.learn import ...``).
+Every name in the ``__all__`` of the modules below is re-exported here, so a notebook import is
+one line (``from lib.learn import ...``); a module adds a public name by listing it in its own
+``__all__``.
 """
 
-from lib.learn.flops import (
-    flops_rzf,
-    flops_unfolded_wmmse,
-    flops_wmmse,
-    flops_zf,
+from lib.learn import (
+    contraction,
+    flops,
+    plan,
+    storage,
+    trainer,
+    unfolded_wmmse,
+    unrolled_amp,
+    unrolled_sparse,
+    unrolling,
 )
-from lib.learn.unfolded_wmmse import (
-    PGDStepSizes,
-    UnfoldedWMMSE,
-    per_layer_wsr,
-    pgd_gradient,
-    pgd_precoder,
-    project_power_ball,
-    train_progressive,
-    truncated_wmmse_wsr,
-    wsr_loss,
-)
-from lib.learn.unrolled_sparse import (
-    LAMP,
-    LISTA,
-    LeanISTA,
-    MLPRecovery,
-    OAMPNet,
-    analytic_weight,
-    bg_mmse,
-    contraction_factors,
-    contraction_penalty,
-    error_contraction,
-    layer_operators,
-    nmse_loss,
-    soft,
-    with_matrix,
-)
-from lib.learn.unrolling import (
-    TrainHistory,
-    UnrolledModel,
-    count_parameters,
-    freeze_layers,
-    to_device,
-    train_unrolled,
-)
+from lib.learn.contraction import *  # noqa: F403
+from lib.learn.flops import *  # noqa: F403
+from lib.learn.plan import *  # noqa: F403
+from lib.learn.storage import *  # noqa: F403
+from lib.learn.trainer import *  # noqa: F403
+from lib.learn.unfolded_wmmse import *  # noqa: F403
+from lib.learn.unrolled_amp import *  # noqa: F403
+from lib.learn.unrolled_sparse import *  # noqa: F403
+from lib.learn.unrolling import *  # noqa: F403
+
+# ``make_sampler`` exists in two modules (sparse problems and downlink channels): import it
+# from lib.learn.unrolled_sparse or lib.learn.unfolded_wmmse.
 
 __all__ = [
-    "UnrolledModel",
-    "TrainHistory",
-    "train_unrolled",
-    "count_parameters",
-    "freeze_layers",
-    "to_device",
-    "soft",
-    "bg_mmse",
-    "analytic_weight",
-    "LISTA",
-    "LeanISTA",
-    "LAMP",
-    "OAMPNet",
-    "MLPRecovery",
-    "layer_operators",
-    "contraction_factors",
-    "contraction_penalty",
-    "error_contraction",
-    "nmse_loss",
-    "with_matrix",
-    "pgd_gradient",
-    "project_power_ball",
-    "pgd_precoder",
-    "PGDStepSizes",
-    "UnfoldedWMMSE",
-    "wsr_loss",
-    "train_progressive",
-    "per_layer_wsr",
-    "truncated_wmmse_wsr",
-    "flops_wmmse",
-    "flops_unfolded_wmmse",
-    "flops_zf",
-    "flops_rzf",
+    n
+    for n in plan.__all__
+    + trainer.__all__
+    + storage.__all__
+    + unrolling.__all__
+    + unrolled_sparse.__all__
+    + unrolled_amp.__all__
+    + contraction.__all__
+    + unfolded_wmmse.__all__
+    + flops.__all__
+    if n != "make_sampler"
 ]
+del make_sampler  # noqa: F821

@@ -1,8 +1,10 @@
 """Operation counts (real floating-point operations per channel) of WMMSE, the unfolded WMMSE,
-ZF and RZF, the complexity axis of the unfolded-WMMSE chapter.
+ZF and RZF, the complexity axis of the chapter *Unfolded WMMSE* (Pellaco et al. 2020, Sec. VII).
 
-Convention: a complex multiply-add costs 8 real flops, a complex multiply 6, a complex add 2,
-a real operation 1; |z|^2 costs 3; division, sqrt and exp count 1.
+Symbols: ``M`` antennas, ``K`` users, ``T`` layers (``layers``; the paper's ``L``), ``Q`` PGD
+steps per layer (``pgd_steps``; the paper's ``K``). Convention: a complex multiply-add costs 8
+real flops, a complex multiply 6, a complex add 2, a real operation 1; ``|z|^2`` costs 3; division,
+sqrt and exp count 1. Every function returns an ``int``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,19 @@ def flops_wmmse(M: int, K: int, iters: int, *, bisection_iters: int = 50) -> int
     counted full); the eigendecomposition ``A = U Lambda U^H`` (``9 M^3`` complex MACs);
     ``U^H R`` and ``U (.)`` (``2 M^2 K`` MACs); ``bisection_iters`` evaluations of eq. (8)
     (``3 M`` each) -- ``O(M^3)`` per iteration.
+
+    Parameters
+    ----------
+    M, K : int
+        Antennas and users.
+    iters : int
+        Iterations (``>= 0``).
+    bisection_iters : int
+        Bisection steps for the multiplier of eq. (8).
+
+    Returns
+    -------
+    int
     """
     for n, v in (("M", M), ("K", K), ("iters", iters)):
         check_positive_int(v, n, minimum=0 if n == "iters" else 1)
@@ -54,12 +69,25 @@ def flops_wmmse(M: int, K: int, iters: int, *, bisection_iters: int = 50) -> int
 
 
 def flops_unfolded_wmmse(M: int, K: int, layers: int, pgd_steps: int) -> int:
-    """Real flops per channel of the unfolded WMMSE, ``layers`` layers of ``pgd_steps`` PGD steps.
+    """Real flops per channel of the unfolded WMMSE, ``T`` layers of ``Q`` PGD steps each.
 
     Per layer: u and w updates; ``A`` (``K M^2`` complex MACs) and ``R`` (``M K`` complex
     multiplies) once; per PGD step ``A V`` (``M^2 K`` MACs), the gradient step
     (``M K`` complex MACs + subtraction), the norm (``3 M K``) and the projection scale
-    (``M K`` real-complex products and a few scalars) -- ``O(L K M^2)`` overall.
+    (``M K`` real-complex products and a few scalars) -- ``O(T Q K M^2)`` overall.
+
+    Parameters
+    ----------
+    M, K : int
+        Antennas and users.
+    layers : int
+        ``T`` (``>= 0``).
+    pgd_steps : int
+        ``Q``, PGD steps per layer (Pellaco et al. call it ``K``).
+
+    Returns
+    -------
+    int
     """
     for n, v in (("M", M), ("K", K), ("layers", layers), ("pgd_steps", pgd_steps)):
         check_positive_int(v, n, minimum=0 if n == "layers" else 1)
@@ -78,5 +106,6 @@ def flops_zf(M: int, K: int) -> int:
 
 
 def flops_rzf(M: int, K: int) -> int:
-    """Real flops per channel of RZF: as :func:`flops_zf` plus the diagonal loading (``K`` adds)."""
+    """Real flops per channel of RZF: as :func:`~lib.learn.flops_zf` plus the diagonal loading
+    (``K`` adds)."""
     return flops_zf(M, K) + 2 * K

@@ -8,11 +8,13 @@ noise variance ignore it (so every model fits the same sampler and loss).
 
 Networks (``T`` layers, ``t = 0, ..., T-1``, ``x_0 = 0``, ``eta`` a denoiser):
 
-* :class:`LISTA` (Gregor & LeCun 2010, untied): ``x_{t+1} = soft(W_t y + S_t x_t, theta_t)``
+* :class:`~lib.learn.LISTA` (Gregor & LeCun 2010, untied):
+  ``x_{t+1} = soft(W_t y + S_t x_t, theta_t)``
   with a full ``(N, M)`` matrix ``W_t``, a full ``(N, N)`` matrix ``S_t`` and a threshold per
   layer. Initialised at ISTA (``W_t = gamma A^T``, ``S_t = I - gamma A^T A``,
   ``theta_t = gamma lambda``) it *is* ISTA.
-* :class:`LeanISTA`: ``x_{t+1} = eta(x_t + gamma_t W^T (y - A x_t))`` with a fixed ``W`` and
+* :class:`~lib.learn.LeanISTA`: ``x_{t+1} = eta(x_t + gamma_t W^T (y - A x_t))`` with a fixed ``W``
+  and
   1-2 scalars per layer. ``weight="transpose"`` (``W = A``: step-size/threshold ISTA),
   ``"analytic"`` (ALISTA, Liu et al. 2019: ``W`` minimising ``||W^T A||_F`` subject to
   ``diag(W^T A) = 1``), ``"pinv"`` (``W^T = A^T (A A^T)^{-1}``, as in TISTA).
@@ -20,18 +22,21 @@ Networks (``T`` layers, ``t = 0, ..., T-1``, ``x_0 = 0``, ``eta`` a denoiser):
   Wadayama 2019): the error variance ``v_t^2 = max((||y - A x_t||^2 - M sigma^2)/tr(A^T A), eps)``
   is estimated from the residual, the effective noise variance ``tau_t^2`` of ``r_t`` follows,
   and ``eta`` is either ``soft(., beta_t tau_t)`` or the Bernoulli-Gaussian MMSE denoiser.
-* :class:`LAMP` (Borgerding, Schniter & Rangan 2017, tied matrix): AMP with the Onsager term
-  kept and a learned denoiser per layer: soft threshold ``alpha_t ||z_t|| / sqrt(M)`` or a
-  Bernoulli-Gaussian MMSE denoiser with learned (sparsity, variance, noise-scale).
-* :class:`OAMPNet` (He, Wen & Jin 2018): OAMP with the de-correlated LMMSE linear estimator,
-  learned ``gamma_t`` (step) and ``theta_t`` (scale of the error-variance formula), MMSE denoiser
-  and the divergence-free estimate fed back; at ``gamma_t = theta_t = 1`` it is OAMP.
-* :class:`MLPRecovery`: a black-box ``y -> x`` multilayer perceptron (one "layer").
+* :class:`~lib.learn.LAMP` (Borgerding, Schniter & Rangan 2017, tied matrix) and
+  :class:`~lib.learn.OAMPNet` (He, Wen & Jin 2018) are in :mod:`lib.learn.unrolled_amp`
+  (importing them from this module still works).
+* :class:`~lib.learn.MLPRecovery`: a black-box ``y -> x`` multilayer perceptron (one "layer").
 
-Helpers: :func:`layer_operators` / :func:`contraction_factors` (per-layer Lipschitz bounds
-``||S_t||_2``, the soft threshold being 1-Lipschitz), :func:`contraction_penalty`,
-:func:`error_contraction` (empirical per-layer error ratio), :func:`nmse_loss`,
-:func:`make_sampler`, :func:`analytic_weight`.
+Helpers: :func:`~lib.learn.nmse_loss` (the training loss),
+:func:`~lib.learn.unrolled_sparse.make_sampler` (fresh training batches),
+:func:`~lib.learn.analytic_weight` (ALISTA's weight), :func:`~lib.learn.with_matrix` (a model told
+a new sensing
+matrix). Contraction tools are in :mod:`lib.learn.contraction`.
+
+Fixed matrices (``A``, ``W``, the eigenvectors of OAMP-Net) are non-persistent buffers: they are
+rebuilt from ``A`` and are not part of a state dict, so a stored network is its learned
+parameters only (``lib.chapters.pretrained_sparse.load`` loads them with ``strict=True``).
+Chapters *Unrolling ISTA* and *Distribution shift*.
 """
 
 from __future__ import annotations
@@ -52,16 +57,11 @@ __all__ = [
     "analytic_weight",
     "LISTA",
     "LeanISTA",
-    "LAMP",
-    "OAMPNet",
     "MLPRecovery",
-    "layer_operators",
-    "contraction_factors",
-    "contraction_penalty",
-    "error_contraction",
     "nmse_loss",
     "make_sampler",
     "with_matrix",
+    "has_sensing_matrix",
 ]
 
 _EPS = 1e-10
@@ -75,6 +75,16 @@ def soft(r: torch.Tensor, theta) -> torch.Tensor:
 
     Same map as :func:`lib.sparse.soft_threshold` but without its ``theta >= 0`` check: a learned
     threshold may cross zero transiently during training and must not stop the run.
+
+    Parameters
+    ----------
+    r : real tensor, any shape
+    theta : float or tensor broadcastable to ``r``
+
+    Returns
+    -------
+    torch.Tensor
+        The shape of ``r``.
     """
     return torch.sign(r) * torch.relu(r.abs() - theta)
 
@@ -84,6 +94,11 @@ def bg_mmse(r: torch.Tensor, tau2, p, signal_var=1.0):
 
     Re-exported here because the learned models pass tensor parameters (learned ``p``,
     ``signal_var``) through it.
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        The posterior mean ``E[x | r]`` and its derivative in ``r``, both of the shape of ``r``.
     """
     return sparse.bg_mmse_denoiser(r, tau2, p, signal_var)
 
@@ -95,7 +110,16 @@ def analytic_weight(A: torch.Tensor) -> torch.Tensor:
     """ALISTA's analytic weight: ``W = argmin ||W^T A||_F^2`` s.t. ``w_i^T a_i = 1`` for all i.
 
     The problem separates over columns: ``w_i = (A A^T)^{-1} a_i / (a_i^T (A A^T)^{-1} a_i)``
-    (Lagrange multipliers; derivation in the chapter). Returns ``W`` of shape ``(M, N)``.
+    (Lagrange multipliers; Liu et al. 2019, eq. (14); derivation in the chapter *Unrolling ISTA*).
+
+    Parameters
+    ----------
+    A : real tensor ``(M, N)``, full row rank
+
+    Returns
+    -------
+    torch.Tensor
+        ``W`` ``(M, N)``.
     """
     check_real(A, "A", ndim=2)
     G = torch.linalg.solve(A @ A.T, A)  # (M, N): columns (A A^T)^{-1} a_i
@@ -130,6 +154,22 @@ class LISTA(UnrolledModel):
     ``coupled=True`` gives LISTA-CP (Chen et al. 2018): ``S_t = I - W_t A`` is tied to the learned
     ``W_t``, i.e. ``x_{t+1} = soft(x_t + W_t (y - A x_t), theta_t)``, ``N M + 1`` parameters per
     layer (still a full matrix per layer; used at paper scale because it is 3x cheaper).
+
+    Parameters
+    ----------
+    A : real tensor ``(M, N)``
+        Sensing matrix (a non-persistent buffer: not part of the state dict).
+    T : int
+        Layers.
+    lam : float
+        LASSO weight of the ISTA initialisation.
+    step : float, optional
+        ISTA step (default ``1 / ||A||_2^2``).
+    coupled : bool
+        LISTA-CP.
+
+    ``model(y, noise_var=None)`` with ``y`` ``(B, M)`` returns ``(T, B, N)``; it does not use
+    the noise variance.
     """
 
     def __init__(
@@ -147,10 +187,10 @@ class LISTA(UnrolledModel):
             step = 1.0 / _spectral_norm_sq(A)
         N = A.shape[1]
         W = step * A.T
-        S = None if coupled else torch.eye(N, dtype=A.dtype) - step * A.T @ A
+        S = None if coupled else torch.eye(N, dtype=A.dtype, device=A.device) - step * A.T @ A
         self.coupled = bool(coupled)
         super().__init__([_LISTALayer(W, S, step * lam) for _ in range(T)])
-        self.register_buffer("A", A.clone())
+        self.register_buffer("A", A.clone(), persistent=False)
 
     def layer_forward(self, layer, x, t, y, noise_var=None):
         if self.coupled:
@@ -183,7 +223,8 @@ class LeanISTA(UnrolledModel):
     A : (M, N) real tensor
     T : int, number of layers
     weight : {"transpose", "analytic", "pinv"}
-        ``W = A`` (ISTA), ALISTA's :func:`analytic_weight`, or ``W^T = A^+ = A^T (A A^T)^{-1}``.
+        ``W = A`` (ISTA), ALISTA's :func:`~lib.learn.analytic_weight`, or
+        ``W^T = A^+ = A^T (A A^T)^{-1}``.
     threshold : {"learned", "adaptive"}
         ``"learned"``: ``eta_t = soft(., theta_t)``, learned ``gamma_t, theta_t`` (2 per layer).
         ``"adaptive"`` (TISTA): ``v_t^2 = max((||y - A x_t||^2 - M sigma^2) / tr(A^T A), eps)``,
@@ -241,8 +282,8 @@ class LeanISTA(UnrolledModel):
             W = analytic_weight(A)
         else:
             W = torch.linalg.solve(A @ A.T, A)  # (A A^T)^{-1} A, so W^T = A^+
-        self.register_buffer("A", A.clone())
-        self.register_buffer("W", W)
+        self.register_buffer("A", A.clone(), persistent=False)
+        self.register_buffer("W", W, persistent=False)
 
     def init_state(self, y, noise_var=None):
         check_real(y, "y", shape=("batch", self.A.shape[0]))
@@ -277,164 +318,6 @@ class LeanISTA(UnrolledModel):
 
 
 # --------------------------------------------------------------------------- #
-# Learned AMP
-# --------------------------------------------------------------------------- #
-class _LAMPLayer(nn.Module):
-    def __init__(self, kind, alpha, p, dtype):
-        super().__init__()
-        if kind == "soft":
-            self.alpha = nn.Parameter(torch.tensor(float(alpha), dtype=dtype))
-        else:  # Bernoulli-Gaussian: learned logit of p, log signal variance, log noise scale
-            self.logit_p = nn.Parameter(torch.tensor(math.log(p / (1 - p)), dtype=dtype))
-            self.log_var = nn.Parameter(torch.tensor(0.0, dtype=dtype))
-            self.log_scale = nn.Parameter(torch.tensor(0.0, dtype=dtype))
-
-
-class LAMP(UnrolledModel):
-    """Learned AMP with the matched filter ``A^T`` and the Onsager correction kept fixed.
-
-    ``z_t = y - A x_t + (N/M) <eta'_{t-1}> z_{t-1}``, ``r_t = x_t + A^T z_t``,
-    ``x_{t+1} = eta_t(r_t; sigma_t^2)``, ``sigma_t^2 = ||z_t||^2 / M`` (AMP's effective-noise
-    estimate). ``denoiser="soft"``: ``eta_t = soft(., alpha_t sigma_t)`` (1 parameter per layer,
-    AMP with a tuned threshold sequence); ``denoiser="bg"``: Bernoulli-Gaussian MMSE denoiser with
-    learned ``p_t``, signal variance ``s_t`` and noise scale ``c_t`` (``tau^2 = c_t sigma_t^2``),
-    3 parameters per layer. The Onsager term uses the exact derivative of the learned denoiser, so
-    the ``r_t = x + Gaussian`` structure that state evolution predicts is preserved.
-    Assumes ``A`` with roughly unit-norm columns (as ``gaussian_matrix`` draws it).
-    """
-
-    def __init__(self, A, T, *, denoiser="soft", alpha=1.5, p=0.1):
-        check_real(A, "A", ndim=2)
-        T = check_positive_int(T, "T")
-        if denoiser not in ("soft", "bg"):
-            raise ValueError(f"denoiser must be 'soft' or 'bg', got {denoiser!r}")
-        if denoiser == "bg" and not 0 < p < 1:
-            raise ValueError(f"p must be in (0, 1), got {p}")
-        self.kind = denoiser
-        super().__init__([_LAMPLayer(denoiser, alpha, p, A.dtype) for _ in range(T)])
-        self.register_buffer("A", A.clone())
-
-    def init_state(self, y, noise_var=None):
-        check_real(y, "y", shape=("batch", self.A.shape[0]))
-        B, N = y.shape[0], self.A.shape[1]
-        x = torch.zeros(B, N, dtype=y.dtype, device=y.device)
-        z = torch.zeros_like(y)
-        onsager = torch.zeros(B, 1, dtype=y.dtype, device=y.device)
-        return (x, z, onsager)
-
-    def layer_forward(self, layer, state, t, y, noise_var=None):
-        x, z_prev, b = state
-        M, N = self.A.shape
-        z = y - x @ self.A.T + b * z_prev
-        r = x + z @ self.A
-        sigma2 = torch.clamp((z**2).sum(1, keepdim=True) / M, min=_EPS)
-        if self.kind == "soft":
-            theta = layer.alpha * sigma2.sqrt()
-            x_new = soft(r, theta)
-            deriv = (r.abs() > theta).to(r.dtype)
-        else:
-            x_new, deriv = bg_mmse(
-                r,
-                torch.exp(layer.log_scale) * sigma2,
-                torch.sigmoid(layer.logit_p),
-                torch.exp(layer.log_var),
-            )
-        b_new = (N / M) * deriv.mean(1, keepdim=True)
-        return (x_new, z, b_new)
-
-    def readout(self, state):
-        return state[0]
-
-
-# --------------------------------------------------------------------------- #
-# OAMP-Net
-# --------------------------------------------------------------------------- #
-class _OAMPLayer(nn.Module):
-    def __init__(self, dtype):
-        super().__init__()
-        self.gamma = nn.Parameter(torch.tensor(1.0, dtype=dtype))
-        self.theta = nn.Parameter(torch.tensor(1.0, dtype=dtype))
-
-
-class OAMPNet(UnrolledModel):
-    """OAMP-Net: OAMP with a learned LMMSE step ``gamma_t`` and error-variance scale ``theta_t``.
-
-    Layer ``t`` (He, Wen & Jin 2018, with the divergence-free denoiser of Ma & Ping 2017):
-
-    * error variance of the fed-back estimate ``x_t`` from the residual,
-      ``v_t^2 = max((||y - A x_t||^2 - M sigma^2) / tr(A^T A), eps)``;
-    * de-correlated LMMSE estimator ``W_t = N / tr(What_t A) What_t``,
-      ``What_t = v_t^2 A^T (v_t^2 A A^T + sigma^2 I)^{-1}`` (so ``tr(W_t A) = N``), and
-      ``r_t = x_t + gamma_t W_t (y - A x_t)``;
-    * effective noise variance of ``r_t``,
-      ``tau_t^2 = tr(C_t C_t^T) v_t^2 / N + theta_t^2 sigma^2 tr(W_t W_t^T) / N`` with
-      ``C_t = I - theta_t W_t A``;
-    * MMSE (Bernoulli-Gaussian) denoiser ``xhat_{t+1} = eta(r_t; tau_t^2)`` -- the layer's output
-      (readout) -- and the **divergence-free** estimate fed to the next layer,
-      ``x_{t+1} = (eta(r_t) - <eta'(r_t)> r_t) / (1 - <eta'(r_t)>)``.
-
-    At ``gamma_t = theta_t = 1`` the network *is* :func:`lib.sparse.oamp` (same iterates, same
-    clamps). Feeding back the MMSE estimate itself instead of the divergence-free one breaks the
-    orthogonality that OAMP's error-variance formula assumes. Everything is evaluated through the
-    eigendecomposition ``A A^T = U diag(lambda) U^T``, so a layer costs ``O(M N)`` per sample even
-    though ``W_t`` differs per sample. ``model(y, noise_var)`` returns the stacked ``xhat_t``.
-    """
-
-    _EPS = 1e-9  # the clamps of lib.sparse.oamp
-
-    def __init__(self, A, T, *, p):
-        check_real(A, "A", ndim=2)
-        T = check_positive_int(T, "T")
-        if not 0 < p < 1:
-            raise ValueError(f"p must be in (0, 1), got {p}")
-        self.p = p
-        super().__init__([_OAMPLayer(A.dtype) for _ in range(T)])
-        self._set_matrix(A)
-
-    def _set_matrix(self, A):
-        for name in ("A", "U", "lam"):
-            if name in self._buffers:
-                del self._buffers[name]
-        lam, U = torch.linalg.eigh(A @ A.T)
-        self.register_buffer("A", A.clone())
-        self.register_buffer("U", U)
-        self.register_buffer("lam", torch.clamp(lam, min=0.0))
-
-    def init_state(self, y, noise_var=None):
-        check_real(y, "y", shape=("batch", self.A.shape[0]))
-        if noise_var is None:
-            raise ValueError("OAMPNet needs noise_var (scalar or (batch,))")
-        s2 = per_sample(noise_var, "noise_var", y.shape[0], dtype=y.dtype, device=y.device)
-        x0 = torch.zeros(y.shape[0], self.A.shape[1], dtype=y.dtype, device=y.device)
-        return (x0, x0, s2)  # (divergence-free x_t fed back, MMSE estimate xhat_t, sigma^2)
-
-    def layer_forward(self, layer, state, t, y, noise_var=None):
-        x, _, s2 = state
-        M, N = self.A.shape
-        eps = self._EPS
-        resid = y - x @ self.A.T
-        v2 = torch.clamp(((resid**2).sum(1) - M * s2) / self.lam.sum(), min=eps)[:, None]
-        lam = self.lam[None, :]
-        s2c = s2[:, None]
-        d = v2 / (v2 * lam + s2c)  # (B, M): What = A^T U diag(d) U^T
-        f = d * lam  # eigenvalues of What A on the row space of A
-        c = N / f.sum(1, keepdim=True)  # W = c What
-        g = c * f  # eigenvalues of W A, sum g = N
-        r = x + layer.gamma * c * ((resid @ self.U) * d) @ self.U.T @ self.A
-        th = layer.theta
-        trCC = (N - M) + ((1 - th * g) ** 2).sum(1, keepdim=True)
-        trWW = (c**2 * d**2 * lam).sum(1, keepdim=True)
-        tau2 = torch.clamp(trCC * v2 / N + th**2 * s2c * trWW / N, min=eps)
-        xhat, dx = bg_mmse(r, tau2, self.p)
-        mean_d = torch.clamp(dx.mean(1, keepdim=True), max=1 - eps)
-        x_new = (xhat - mean_d * r) / (1 - mean_d)  # divergence-free denoiser
-        return (x_new, xhat, s2)
-
-    def readout(self, state):
-        return state[1]
-
-
-# --------------------------------------------------------------------------- #
 # Black-box comparator
 # --------------------------------------------------------------------------- #
 class _MLP(nn.Module):
@@ -455,8 +338,17 @@ class _MLP(nn.Module):
 class MLPRecovery(UnrolledModel):
     """A black-box ``y -> x`` MLP with ``depth`` hidden ReLU layers of width ``hidden``.
 
-    Wrapped as a one-layer :class:`UnrolledModel` so that the same trainer, sampler and loss
-    apply; ``model(y, noise_var)`` returns shape ``(1, batch, N)``.
+    Wrapped as a one-layer :class:`~lib.learn.UnrolledModel` so that the same trainer, sampler and
+    loss
+    apply; ``model(y, noise_var)`` returns shape ``(1, B, N)``.
+
+    Parameters
+    ----------
+    M, N : int
+        Input and output sizes.
+    hidden, depth : int
+        Width and number of hidden layers.
+    dtype : torch.dtype
     """
 
     def __init__(self, M, N, *, hidden=1024, depth=2, dtype=torch.float64):
@@ -480,94 +372,73 @@ class MLPRecovery(UnrolledModel):
 # --------------------------------------------------------------------------- #
 # Matrices swapped at test time (model-based networks know the physics)
 # --------------------------------------------------------------------------- #
+def has_sensing_matrix(model) -> bool:
+    """Whether ``model``'s sensing matrix is an input that :func:`~lib.learn.with_matrix` can swap.
+
+    True for :class:`~lib.learn.LeanISTA`, :class:`~lib.learn.LAMP` and :class:`~lib.learn.OAMPNet`
+    (they
+    keep ``A`` as a buffer and rebuild what depends on it); false for a full
+    :class:`~lib.learn.LISTA`
+    (its learned matrices *are* the model) and an :class:`~lib.learn.MLPRecovery`.
+    """
+    return isinstance(model, UnrolledModel) and callable(getattr(model, "_set_matrix", None))
+
+
 def with_matrix(model: UnrolledModel, A_new: torch.Tensor) -> UnrolledModel:
     """Copy of a model-based network that uses a new sensing matrix with the same learned scalars.
 
-    Works for :class:`LeanISTA` (recomputes ``W``), :class:`LAMP` and :class:`OAMPNet`. A full
-    :class:`LISTA` or an :class:`MLPRecovery` has no ``A`` to swap (their learned matrices *are*
-    the model), so they raise ``TypeError``.
+    Works for every model with :func:`~lib.learn.has_sensing_matrix` (:class:`~lib.learn.LeanISTA`
+    recomputes ``W``,
+    ``LAMP`` and ``OAMPNet`` their matrices); a full :class:`~lib.learn.LISTA` or an
+    :class:`~lib.learn.MLPRecovery`
+    has no ``A`` to swap, so they raise ``TypeError``. Chapter *Distribution shift*.
+
+    Parameters
+    ----------
+    model : LeanISTA, LAMP or OAMPNet
+    A_new : real tensor ``(M, N)``, the shape of ``model.A``
+
+    Returns
+    -------
+    UnrolledModel
+        A deep copy (``model`` is not modified).
     """
     check_real(A_new, "A_new", ndim=2)
-    if not isinstance(model, (LeanISTA, LAMP, OAMPNet)):
+    if not has_sensing_matrix(model):
         raise TypeError(f"{type(model).__name__} has no sensing matrix to swap")
     if A_new.shape != model.A.shape:
         raise ValueError(f"A_new must have shape {tuple(model.A.shape)}, got {tuple(A_new.shape)}")
     new = copy.deepcopy(model)
-    A_new = A_new.to(dtype=model.A.dtype, device=model.A.device)
-    if isinstance(new, LAMP):
-        new.A = A_new.clone()
-    else:
-        new._set_matrix(A_new)
+    new._set_matrix(A_new.to(dtype=model.A.dtype, device=model.A.device))
     return new
-
-
-# --------------------------------------------------------------------------- #
-# Contraction
-# --------------------------------------------------------------------------- #
-def layer_operators(model: UnrolledModel) -> list[torch.Tensor]:
-    """The linear maps ``S_t`` acting on ``x_t`` in ``x_{t+1} = soft(S_t x_t + b_t, theta_t)``.
-
-    :class:`LISTA`: the learned ``S_t``; :class:`LeanISTA` with ``threshold="learned"``:
-    ``I - gamma_t W^T A``. Since the soft threshold is 1-Lipschitz, ``||S_t||_2`` bounds the
-    layer's Lipschitz constant in ``x``.
-    """
-    if isinstance(model, LISTA):
-        if model.coupled:
-            eye = torch.eye(model.A.shape[1], dtype=model.A.dtype, device=model.A.device)
-            return [eye - layer.W @ model.A for layer in model.layers]
-        return [layer.S for layer in model.layers]
-    if isinstance(model, LeanISTA) and model.threshold == "learned":
-        N = model.A.shape[1]
-        eye = torch.eye(N, dtype=model.A.dtype, device=model.A.device)
-        G = model.W.T @ model.A
-        return [eye - layer.step * G for layer in model.layers]
-    raise TypeError(
-        f"layer_operators is defined for LISTA and LeanISTA(threshold='learned'), "
-        f"got {type(model).__name__}"
-    )
-
-
-def contraction_factors(model: UnrolledModel) -> torch.Tensor:
-    """Per-layer Lipschitz bounds ``rho_t = ||S_t||_2`` (``(T,)`` tensor, no gradient).
-
-    The whole network is then ``prod_t rho_t``-Lipschitz in its initial point ``x_0`` (a
-    composition of Lipschitz maps; Exercise in the chapter).
-    """
-    with torch.no_grad():
-        return torch.stack([torch.linalg.matrix_norm(S, ord=2) for S in layer_operators(model)])
-
-
-def contraction_penalty(model: UnrolledModel, n_layers: int | None = None, *, rho_max=1.0):
-    """Spectral-norm penalty ``sum_t relu(||S_t||_2 - rho_max)^2`` over the first ``n_layers``.
-
-    Differentiable (through the largest singular value); pass it to
-    :func:`lib.learn.train_unrolled` as ``penalty``.
-    """
-    ops = layer_operators(model)
-    if n_layers is not None:
-        ops = ops[:n_layers]
-    norms = torch.stack([torch.linalg.matrix_norm(S, ord=2) for S in ops])
-    return (torch.relu(norms - rho_max) ** 2).sum()
-
-
-def error_contraction(xs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Empirical per-layer error ratio ``||x_{t+1} - x|| / ||x_t - x||`` (ratio of sums).
-
-    ``xs`` of shape ``(T, batch, N)`` are per-layer estimates (``x_0 = 0`` prepended), ``x`` the
-    truth. Returns ``(T,)``.
-    """
-    check_real(xs, "xs", ndim=3)
-    check_real(x, "x", shape=("batch", xs.shape[-1]))
-    full = torch.cat([torch.zeros_like(xs[:1]), xs], 0)
-    err = ((full - x) ** 2).sum((1, 2)).sqrt()
-    return err[1:] / err[:-1]
 
 
 # --------------------------------------------------------------------------- #
 # Loss and sampler
 # --------------------------------------------------------------------------- #
 def nmse_loss(outputs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Linear NMSE of the last layer's output, ``sum ||x_T - x||^2 / sum ||x||^2``."""
+    """Linear NMSE of the last layer's output, ``sum ||x_T - x||^2 / sum ||x||^2``.
+
+    Parameters
+    ----------
+    outputs : real tensor ``(T, B, N)``
+        The **stacked** per-layer estimates ``model(y, noise_var)`` (not ``model(...)[-1]``).
+    x : real tensor ``(B, N)``
+        The truth.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar, linear scale (ratio of sums, the book's NMSE convention).
+    """
+    if not isinstance(outputs, torch.Tensor) or not isinstance(x, torch.Tensor):
+        raise TypeError("outputs and x must be torch tensors")
+    if x.dim() != 2 or outputs.dim() != 3 or outputs.shape[1:] != x.shape:
+        raise ValueError(
+            "outputs must be the stacked per-layer estimates, shape (T, B, N) with x of shape "
+            f"(B, N); got outputs {tuple(outputs.shape)} and x {tuple(x.shape)} "
+            "(pass model(y, noise_var), not model(y, noise_var)[-1])"
+        )
     return ((outputs[-1] - x) ** 2).sum() / (x**2).sum().clamp_min(_EPS)
 
 
@@ -586,6 +457,12 @@ def make_sampler(
     ``lib.sparse.noise_var_for_snr(A, p, snr_db, signal_var=amplitude**2)``. Passing
     ``noise_var`` fixes the noise level independently of the amplitude (an amplitude shift
     at fixed noise, i.e. the SNR moves with the amplitude).
+
+    Returns
+    -------
+    callable
+        ``sampler(B, generator) -> ((y, noise_var), x)`` with ``y`` ``(B, M)``, ``x``
+        ``(B, N)`` and ``noise_var`` a scalar tensor, all of the dtype of ``A``.
     """
     check_real(A, "A", ndim=2)
     M, N = A.shape

@@ -1,4 +1,4 @@
-"""A small, generic toolkit for deep unfolding (algorithm unrolling).
+"""The unrolled-network base class and layer-wise growth (chapter *Unrolling ISTA*).
 
 Deep unfolding takes ``T`` iterations of a known iterative algorithm, makes a bounded set of
 its parameters trainable *per iteration*, and trains the resulting ``T``-layer network end to
@@ -6,40 +6,43 @@ end on a task loss (Gregor & LeCun 2010; Pellaco et al., "Deep unfolding of the 
 beamforming algorithm", section I-B). This module holds the parts that do not depend on the
 algorithm being unrolled:
 
-* :class:`UnrolledModel` -- a base class whose layers are ``torch.nn.Module`` objects and
-  whose forward pass keeps every layer's output (for per-layer losses and NMSE-vs-layer plots);
-* :func:`train_unrolled` -- a trainer with **layer-wise growth then joint fine-tuning**, Adam,
-  fresh samples at every step from a data sampler, an optional penalty (e.g. a contraction
-  penalty), seeded, on CPU or GPU, with a tqdm progress bar that can be switched off;
-* :func:`count_parameters`, :func:`freeze_layers`.
+* :class:`~lib.learn.UnrolledModel` -- a base class whose layers are ``torch.nn.Module`` objects and
+  whose forward pass keeps every layer's output, shape ``(T, ...)`` (for per-layer losses and
+  NMSE-vs-layer plots);
+* :func:`~lib.learn.growth_plan` -- **layer-wise growth then joint fine-tuning** (Borgerding,
+  Schniter &
+  Rangan 2017) as a plan of :class:`lib.learn.Stage` objects, and
+  :func:`~lib.learn.train_unrolled`, which
+  runs it with :func:`lib.learn.fit` (fresh samples at every step, an optional penalty such as
+  a contraction penalty, seeded, CPU or GPU, a switchable tqdm progress bar, checkpoints);
+* :func:`~lib.learn.count_parameters`, :func:`~lib.learn.freeze_layers`.
 
-The trainer is deliberately generic: it takes a model, a sampler
-``sampler(batch_size, generator) -> (inputs, target)`` and a loss
-``loss_fn(outputs, target) -> scalar``. ``inputs`` is a tensor or a tuple of tensors passed
+A sampler is ``sampler(batch_size, generator) -> (inputs, target)``, a loss
+``loss_fn(outputs, target) -> scalar``; ``inputs`` is a tensor or a tuple of tensors passed
 positionally to the model; ``target`` may be ``None`` for unsupervised losses (as in the
-unfolded WMMSE, where the loss is the negative sum rate computed from ``inputs``; there the
-sampler can return the channel as target too).
+unfolded WMMSE, where the loss is the negative sum rate computed from the channel).
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
+import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from lib.core.checks import check_positive_int
-from lib.core.runtime import get_device
+from lib.core.checks import check_number, check_positive_int
+from lib.learn.plan import History, Stage, _takes_model
+from lib.learn.trainer import TrainState, fit
 
 __all__ = [
     "UnrolledModel",
     "TrainHistory",
+    "growth_plan",
     "train_unrolled",
     "count_parameters",
     "freeze_layers",
-    "to_device",
 ]
 
 
@@ -65,6 +68,13 @@ class UnrolledModel(nn.Module):
     returns the **stacked per-layer outputs**, a tensor of shape ``(n_layers, *readout_shape)``:
     ``out[t]`` is the output after layer ``t + 1``, so ``out[-1]`` is the network's estimate.
     Parameters that are not inside a layer (shared across layers) are trained in every stage.
+    Subclasses validate their inputs once (in ``init_state`` or an overridden ``forward``);
+    ``layer_forward`` runs unchecked.
+
+    Parameters
+    ----------
+    layers : sequence of nn.Module
+        One module per unrolled iteration, ``T >= 1`` of them.
     """
 
     def __init__(self, layers: Sequence[nn.Module]):
@@ -126,7 +136,12 @@ class UnrolledModel(nn.Module):
 # Utilities
 # --------------------------------------------------------------------------- #
 def count_parameters(model: nn.Module, *, trainable_only: bool = True) -> int:
-    """Number of (trainable) scalar parameters of a model; complex entries count twice."""
+    """Number of (trainable) real scalar parameters of a model; complex entries count twice.
+
+    Returns
+    -------
+    int
+    """
     total = 0
     for p in model.parameters():
         if trainable_only and not p.requires_grad:
@@ -146,53 +161,102 @@ def freeze_layers(model: UnrolledModel, trainable: Sequence[int] | None) -> None
             p.requires_grad_(flag)
 
 
-def to_device(obj, device: torch.device):
-    """Move a tensor, or a (nested) tuple/list/dict of tensors, to ``device``."""
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, tuple):
-        return tuple(to_device(o, device) for o in obj)
-    if isinstance(obj, list):
-        return [to_device(o, device) for o in obj]
-    if isinstance(obj, dict):
-        return {k: to_device(v, device) for k, v in obj.items()}
-    return obj
-
-
 # --------------------------------------------------------------------------- #
-# The trainer
+# Layer-wise growth as a plan of the general trainer
 # --------------------------------------------------------------------------- #
-@dataclass
-class TrainHistory:
-    """Loss trace of :func:`train_unrolled`.
+class TrainHistory(History):
+    """:class:`lib.learn.History` of :func:`~lib.learn.train_unrolled`, with its two per-step logs.
 
     ``loss[i]`` is the training loss (without the penalty) at step ``i``, measured on the fresh
-    batch of that step; ``stage[i]`` names the stage (``"grow-3"``, ``"refine-3"``, ``"finetune"``)
-    and ``depth[i]`` the number of active layers.
+    batch of that step; ``stage[i]`` names the stage (``"grow-3"``, ``"refine-3"``,
+    ``"finetune"``), ``depth[i]`` the number of active layers and ``penalty[i]`` the penalty.
     """
 
-    loss: list[float] = field(default_factory=list)
-    penalty: list[float] = field(default_factory=list)
-    stage: list[str] = field(default_factory=list)
-    depth: list[int] = field(default_factory=list)
+    @property
+    def penalty(self) -> list[float]:
+        return self.logs.setdefault("penalty", [])
 
-    def __len__(self) -> int:
-        return len(self.loss)
-
-    def boundaries(self) -> list[tuple[int, str]]:
-        """``(step, stage)`` at which each stage starts (for marking a loss-curve plot)."""
-        out, prev = [], None
-        for i, s in enumerate(self.stage):
-            if s != prev:
-                out.append((i, s))
-                prev = s
-        return out
+    @property
+    def depth(self) -> list[int]:
+        return [int(d) for d in self.logs.get("depth", [])]
 
 
-def _call(model, inputs, n_layers):
-    if isinstance(inputs, tuple):
-        return model(*inputs, n_layers=n_layers)
-    return model(inputs, n_layers=n_layers)
+def growth_plan(
+    T: int,
+    *,
+    steps_per_layer: int = 0,
+    refine_steps: int = 0,
+    finetune_steps: int = 0,
+    refine_factors: Sequence[float] = (1.0,),
+    finetune_factors: Sequence[float] = (1.0,),
+    patience: int | None = None,
+) -> list[Stage]:
+    """Layer-wise growth, then joint fine-tuning, of a ``T``-layer unrolled network.
+
+    For ``t = 1, ..., T``: *grow* (``"grow-t"``: only layer ``t`` trains, the loss on the output
+    of the ``t``-layer network, ``steps_per_layer`` steps at the base rate), then *refine*
+    (layers ``1..t`` jointly, ``refine_steps`` steps at every factor of ``refine_factors``:
+    ``"refine-t"``, or ``"refine-txF"`` with several factors); finally ``"finetune"`` (all ``T``
+    layers, ``finetune_steps`` at every factor of ``finetune_factors``). Stages with zero steps
+    are left out. Borgerding et al.'s schedule is ``refine_factors=(0.5, 0.1, 0.01)`` with a
+    large step budget and ``patience=5000`` (early stopping on a validation set).
+
+    Returns
+    -------
+    list of Stage
+        The plan for :func:`lib.learn.fit` (``forward_kwargs={"n_layers": t}``).
+    """
+    T = check_positive_int(T, "T")
+    for name, v in (
+        ("steps_per_layer", steps_per_layer),
+        ("refine_steps", refine_steps),
+        ("finetune_steps", finetune_steps),
+    ):
+        check_positive_int(v, name, minimum=0)
+
+    def names(base, factors):
+        if len(factors) == 1:
+            return [(base, float(factors[0]))]
+        return [(f"{base}x{float(f):g}", float(f)) for f in factors]
+
+    plan: list[Stage] = []
+    if steps_per_layer > 0 or refine_steps > 0:
+        for t in range(1, T + 1):
+            fk = {"n_layers": t}
+            if steps_per_layer > 0:
+                plan.append(
+                    Stage(
+                        f"grow-{t}",
+                        steps_per_layer,
+                        trainable=[t - 1],
+                        forward_kwargs=fk,
+                        patience=patience,
+                    )
+                )
+            if refine_steps > 0:
+                for nm, f in names(f"refine-{t}", refine_factors):
+                    plan.append(
+                        Stage(
+                            nm,
+                            refine_steps,
+                            lr_factor=f,
+                            trainable=list(range(t)),
+                            forward_kwargs=fk,
+                            patience=patience,
+                        )
+                    )
+    if finetune_steps > 0:
+        for nm, f in names("finetune", finetune_factors):
+            plan.append(
+                Stage(
+                    nm,
+                    finetune_steps,
+                    lr_factor=f,
+                    forward_kwargs={"n_layers": T},
+                    patience=patience,
+                )
+            )
+    return plan
 
 
 def train_unrolled(
@@ -214,10 +278,14 @@ def train_unrolled(
     device: str | torch.device | None = "cpu",
     progress: bool = True,
     history: TrainHistory | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
 ) -> TrainHistory:
     """Train an unrolled model: layer-wise growth, then joint fine-tuning of all layers.
 
-    Growth (skipped when ``steps_per_layer == refine_steps == 0``): for ``t = 1, ..., T``,
+    Runs :func:`~lib.learn.growth_plan` with :func:`lib.learn.fit`. Growth (skipped when
+    ``steps_per_layer == refine_steps == 0``): for ``t = 1, ..., T``,
 
     1. *grow*: train only layer ``t`` (earlier layers frozen) for ``steps_per_layer`` steps, the
        loss taken on the output of the ``t``-layer network;
@@ -225,9 +293,9 @@ def train_unrolled(
 
     Then *finetune*: train all ``T`` layers jointly for ``finetune_steps`` steps at
     ``finetune_lr``. Every step draws a fresh batch ``sampler(batch_size, generator)`` (so
-    there is no fixed training set to over-fit) and takes one Adam step on
-    ``loss_fn(model(*inputs, n_layers=t), target) + penalty_weight * penalty(model, t)``.
-    Shared (non-layer) parameters are trained in every stage.
+    there is no fixed training set to over-fit) and takes one Adam step (a fresh Adam per
+    stage) on ``loss_fn(model(*inputs, n_layers=t), target) + penalty_weight * penalty(model,
+    t)``. Shared (non-layer) parameters are trained in every stage.
 
     Why grow? A deep unrolled network initialised far from a good operating point has
     vanishing or exploding gradients through ``T`` nonlinear layers; growing it one layer at a
@@ -243,9 +311,16 @@ def train_unrolled(
         ``torch.Generator`` seeded with ``seed``; the batch is moved to ``device``.
     loss_fn : callable
         ``loss_fn(outputs, target) -> scalar tensor``, ``outputs`` the stacked per-layer
-        outputs of shape ``(t, ...)``.
+        outputs of shape ``(t, ...)``; a ``model`` keyword, if it has one, receives the model.
+    steps_per_layer, refine_steps, finetune_steps : int
+        Steps of every grow and refine stage and of the final fine-tuning (``>= 0``).
+    batch_size : int
+    lr, refine_lr, finetune_lr : float
+        Learning rates (positive, finite); ``refine_lr`` and ``finetune_lr`` default to ``lr``.
     penalty : callable, optional
-        ``penalty(model, t) -> scalar tensor`` added with weight ``penalty_weight``.
+        ``penalty(model, t) -> scalar tensor`` added with weight ``penalty_weight >= 0``.
+    grad_clip : float, optional
+        Maximum gradient norm (positive, finite).
     seed : int
         Seeds the data generator and torch's global generator (for any random init).
     device : str or torch.device
@@ -254,6 +329,9 @@ def train_unrolled(
         Show a tqdm progress bar.
     history : TrainHistory, optional
         Append to an existing history (to continue a run).
+    checkpoint, checkpoint_every, resume
+        As in :func:`lib.learn.fit`: save the run every ``checkpoint_every`` steps and continue
+        an interrupted run bit for bit with ``resume=True``.
 
     Returns
     -------
@@ -269,91 +347,53 @@ def train_unrolled(
         raise TypeError("loss_fn must be callable: loss_fn(outputs, target) -> scalar")
     if penalty is not None and not callable(penalty):
         raise TypeError("penalty must be callable: penalty(model, n_layers) -> scalar")
-    for name, v in (
-        ("steps_per_layer", steps_per_layer),
-        ("refine_steps", refine_steps),
-        ("finetune_steps", finetune_steps),
-    ):
-        check_positive_int(v, name, minimum=0)
     check_positive_int(batch_size, "batch_size")
-    for name, v in (("lr", lr), ("refine_lr", refine_lr), ("finetune_lr", finetune_lr)):
-        if v is not None and not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
-            raise ValueError(f"{name} must be a positive number, got {v!r}")
-    if penalty_weight < 0:
-        raise ValueError(f"penalty_weight must be >= 0, got {penalty_weight}")
-    refine_lr = lr if refine_lr is None else refine_lr
-    finetune_lr = lr if finetune_lr is None else finetune_lr
+    lr = check_number(lr, "lr", lo=0, lo_open=True)
+    pos = dict(lo=0, lo_open=True)
+    refine_lr = lr if refine_lr is None else check_number(refine_lr, "refine_lr", **pos)
+    finetune_lr = lr if finetune_lr is None else check_number(finetune_lr, "finetune_lr", **pos)
+    if grad_clip is not None:
+        check_number(grad_clip, "grad_clip", lo=0, lo_open=True)
+    penalty_weight = check_number(penalty_weight, "penalty_weight", lo=0)
+    if history is not None and not isinstance(history, TrainHistory):
+        raise TypeError(f"history must be a TrainHistory, got {type(history).__name__}")
 
-    dev = get_device(device)
-    model.to(dev)
-    torch.manual_seed(seed)
-    gen = torch.Generator()
-    gen.manual_seed(seed)
+    plan = growth_plan(
+        model.num_layers,
+        steps_per_layer=steps_per_layer,
+        refine_steps=refine_steps,
+        finetune_steps=finetune_steps,
+    )
+    kind_lr = {"grow": lr, "refine": refine_lr, "finetune": finetune_lr}
+    plan = [dataclasses.replace(s, lr=kind_lr[s.name.split("-")[0]]) for s in plan]
+    use_pen = penalty is not None and penalty_weight > 0
+    takes_model = _takes_model(loss_fn)
+
+    def step(model, batch, state: TrainState):
+        inputs, target = batch
+        depth = state.stage.forward_kwargs["n_layers"]
+        kw = {"n_layers": depth}
+        out = model(*inputs, **kw) if isinstance(inputs, tuple) else model(inputs, **kw)
+        loss = loss_fn(out, target, model=model) if takes_model else loss_fn(out, target)
+        pen = penalty(model, depth) if use_pen else None
+        total = loss if pen is None else loss + penalty_weight * pen
+        return total, {"loss": loss, "penalty": 0.0 if pen is None else pen, "depth": depth}
+
     hist = TrainHistory() if history is None else history
-    T = model.num_layers
-
-    stages: list[tuple[str, int, Sequence[int] | None, int, float]] = []
-    if steps_per_layer > 0 or refine_steps > 0:
-        for t in range(1, T + 1):
-            if steps_per_layer > 0:
-                stages.append((f"grow-{t}", t, [t - 1], steps_per_layer, lr))
-            if refine_steps > 0:
-                stages.append((f"refine-{t}", t, list(range(t)), refine_steps, refine_lr))
-    if finetune_steps > 0:
-        stages.append(("finetune", T, None, finetune_steps, finetune_lr))
-    total = sum(s[3] for s in stages)
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc="training", leave=False)
-    was_training = model.training
-    model.train()
-    saved_flags = [p.requires_grad for p in model.parameters()]
-    try:
-        originally = {id(p) for p, f in zip(model.parameters(), saved_flags) if f}
-        for name, depth, trainable, steps, stage_lr in stages:
-            freeze_layers(model, trainable)
-            for p in model.parameters():  # never train what the caller froze
-                if id(p) not in originally:
-                    p.requires_grad_(False)
-            params = [p for p in model.parameters() if p.requires_grad]
-            if not params:
-                # nothing to train in this stage (e.g. a layer without parameters)
-                if bar is not None:
-                    bar.update(steps)
-                continue
-            opt = torch.optim.Adam(params, lr=stage_lr)
-            for _ in range(steps):
-                inputs, target = to_device(sampler(batch_size, gen), dev)
-                out = _call(model, inputs, depth)
-                loss = loss_fn(out, target)
-                pen = (
-                    penalty(model, depth) if (penalty is not None and penalty_weight > 0) else None
-                )
-                total_loss = loss if pen is None else loss + penalty_weight * pen
-                if not torch.isfinite(total_loss):
-                    raise FloatingPointError(
-                        f"training loss became {float(total_loss.detach())} in stage {name!r}; "
-                        "lower the learning rate or check the sampler"
-                    )
-                opt.zero_grad(set_to_none=True)
-                total_loss.backward()
-                if grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(params, grad_clip)
-                opt.step()
-                hist.loss.append(float(loss.detach()))
-                hist.penalty.append(0.0 if pen is None else float(pen.detach()))
-                hist.stage.append(name)
-                hist.depth.append(depth)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(stage=name, loss=f"{hist.loss[-1]:.3g}", refresh=False)
-    finally:
-        for p, f in zip(model.parameters(), saved_flags):
-            p.requires_grad_(f)
-        model.train(was_training)
-        if bar is not None:
-            bar.close()
-    return hist
+    return fit(
+        model,
+        None,
+        sampler,
+        plan=plan,
+        lr=lr,
+        batch_size=batch_size,
+        step_fn=step,
+        grad_clip=grad_clip,
+        seed=seed,
+        device=device,
+        progress=progress,
+        history=hist,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+    )

@@ -5,7 +5,8 @@ in the angular domain. Sparse recovery chapter (``book/sparse_recovery.ipynb``).
 
 Random draws take a ``generator`` and a ``device``: with a generator the numbers are drawn on
 the generator's device and moved to ``device`` (the rule of :mod:`lib.core.runtime`), so a
-seeded CPU generator gives the same problem on every device; :func:`measure` draws its noise
+seeded CPU generator gives the same problem on every device; :func:`~lib.sparse.measure` draws its
+noise
 for the device and dtype of ``A``.
 """
 
@@ -99,7 +100,7 @@ def gaussian_matrix(
     m, n : int
         ``M`` measurements and ``N`` unknowns.
     generator, dtype, device
-        As in :func:`bernoulli_gaussian`.
+        As in :func:`~lib.sparse.bernoulli_gaussian`.
     batch : int, optional
         ``B`` independent matrices.
 
@@ -133,7 +134,7 @@ def haar_orthogonal(
     n : int
         ``N``.
     generator, dtype, batch, device
-        As in :func:`gaussian_matrix`.
+        As in :func:`~lib.sparse.gaussian_matrix`.
 
     Returns
     -------
@@ -148,6 +149,16 @@ def haar_orthogonal(
     sign = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
     sign[sign == 0] = 1
     return q * sign.unsqueeze(-2)
+
+
+def _geometric_spectrum(k: int, n: int, cond: float, dtype, device=None) -> torch.Tensor:
+    """``k`` geometrically spaced singular values, ``s_0 / s_{k-1} = cond``, ``sum s_i^2 = n``.
+
+    The spectrum of :func:`~lib.sparse.ill_conditioned_matrix` (unchecked core, also used by
+    :func:`~lib.chapters.with_condition_number`).
+    """
+    s = cond ** (-torch.linspace(0.0, 1.0, k, dtype=dtype, device=device))
+    return s * math.sqrt(n / float((s**2).sum()))
 
 
 def ill_conditioned_matrix(
@@ -174,7 +185,7 @@ def ill_conditioned_matrix(
     cond : float
         Condition number ``>= 1`` (finite).
     generator, dtype, batch, device
-        As in :func:`gaussian_matrix`.
+        As in :func:`~lib.sparse.gaussian_matrix`.
 
     Returns
     -------
@@ -185,9 +196,8 @@ def ill_conditioned_matrix(
     n = check_positive_int(n, "n")
     cond = check_number(cond, "cond", lo=1.0)  # ratio of largest to smallest singular value
     check_dtype(dtype, complex_=False)
-    k = min(m, n)
-    s = cond ** (-torch.linspace(0.0, 1.0, k, dtype=dtype))
-    s = s * math.sqrt(n / float((s**2).sum()))
+    s = _geometric_spectrum(min(m, n), n, cond, dtype)
+    k = s.shape[0]
     u = haar_orthogonal(m, generator=generator, dtype=dtype, batch=batch, device=device)
     v = haar_orthogonal(n, generator=generator, dtype=dtype, batch=batch, device=device)
     u, v = u[..., :, :k], v[..., :, :k]
@@ -200,8 +210,8 @@ def noise_var_for_snr(
     """Noise variance for a given SNR, as in Borgerding, Schniter and Rangan (2017).
 
     ``sigma^2 = p * signal_var * N / M * 10^(-snr_db / 10)``. For a matrix with
-    ``||A||_F^2 = N`` (exactly for :func:`ill_conditioned_matrix`, on average for
-    :func:`gaussian_matrix`) this is ``E||A x||^2 / M / SNR``: the nominal SNR per
+    ``||A||_F^2 = N`` (exactly for :func:`~lib.sparse.ill_conditioned_matrix`, on average for
+    :func:`~lib.sparse.gaussian_matrix`) this is ``E||A x||^2 / M / SNR``: the nominal SNR per
     measurement. Only the shape of ``A`` is used.
 
     Parameters
@@ -239,7 +249,7 @@ def measure(
 ) -> tuple[torch.Tensor, float]:
     """Noisy measurements ``y = A x + w`` (eq. ``eq-sparse-model``) and the noise variance used.
 
-    The noise variance is :func:`noise_var_for_snr` ``(A, p, snr_db)`` and
+    The noise variance is :func:`~lib.sparse.noise_var_for_snr` ``(A, p, snr_db)`` and
     ``w ~ N(0, sigma^2 I)``.
 
     Parameters
