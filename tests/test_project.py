@@ -45,3 +45,26 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci
     assert "make test" in (ROOT / "README.md").read_text()
+
+
+def test_every_lib_module_is_on_the_api_page_and_within_size():
+    api = (ROOT / "book" / "api.md").read_text()
+    for path in sorted((ROOT / "lib").rglob("*.py")):
+        rel = path.relative_to(ROOT).with_suffix("")
+        parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+        name = ".".join(parts)
+        if name == "lib":
+            continue
+        assert f"automodule:: {name}\n" in api, f"{name} is missing from book/api.md"
+        lines = len(path.read_text().splitlines())
+        assert lines <= 700, f"{rel} has {lines} lines: split it (one concept per module)"
+
+
+def test_no_module_of_the_old_flat_layout_is_imported():
+    old = r"lib\.(downlink|utils|evaluation|plotting|channels|arrays|csi|hybrid|outage|unrolling"
+    old += r"|unrolled_sparse|unfolded_wmmse|pretrained_sparse|distribution_shift)\b"
+    pattern = re.compile(r"(from|import) " + old)
+    for folder in ("lib", "tests", "scripts", "benchmarks", "book"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.suffix in (".py", ".ipynb", ".md") and ".ipynb_checkpoints" not in str(path):
+                assert not pattern.search(path.read_text()), f"{path} uses the flat lib layout"

@@ -1,21 +1,24 @@
 """Input validation shared by every module: shape, dtype, device, finiteness and range, for torch
 tensors and for Python/NumPy numbers.
 
-The helpers raise :class:`TypeError` for a wrong type or dtype and :class:`ValueError` for a
+The helpers raise ``TypeError`` for a wrong type or dtype and ``ValueError`` for a
 wrong shape, device or range, and always name the offending argument and what was expected, so
 that a reader's mistake is reported where it happens rather than as a NaN (or a hang) three
 functions later. Public entry points call them once; inner loops and per-iteration blocks do
 not (every finiteness or range check of a tensor is one ``bool(...)``, i.e. one device
 synchronisation: each check below costs at most one when the input is valid).
 
-* :func:`check_number` -- a Python or NumPy scalar (rejects ``bool``, NaN, ``inf`` unless
+* :func:`~lib.core.check_number` -- a Python or NumPy scalar (rejects ``bool``, NaN, ``inf`` unless
   allowed, out-of-range values);
-* :func:`check_positive_int` -- an integer ``>= minimum``;
-* :func:`check_tensor`, :func:`check_complex`, :func:`check_real` -- a tensor's rank, shape,
+* :func:`~lib.core.check_positive_int` -- an integer ``>= minimum``;
+* :func:`~lib.core.check_tensor`, :func:`~lib.core.check_complex`, :func:`~lib.core.check_real` --
+  a tensor's rank, shape,
   kind, dtype, device, finiteness and range;
-* :func:`check_dtype` -- a ``dtype`` argument (e.g. of a generator such as ``rayleigh``);
-* :func:`same_device`, :func:`same_dtype` -- several tensors that must live together;
-* :func:`per_sample`, :func:`per_user` -- the parsers of scalar-or-tensor arguments such as
+* :func:`~lib.core.check_dtype` -- a ``dtype`` argument (e.g. of a generator such as ``rayleigh``);
+* :func:`~lib.core.same_device`, :func:`~lib.core.same_dtype` -- several tensors that must live
+  together;
+* :func:`~lib.core.per_sample`, :func:`~lib.core.per_user` -- the parsers of scalar-or-tensor
+  arguments such as
   ``power``, ``noise_var`` (``(B,)``) and SINR targets (``(B, K)``).
 
 The conventions are those of ``CONTRIBUTING.md`` (book page *Notation and conventions*).
@@ -334,12 +337,13 @@ def check_tensor(
 def check_complex(
     x, name: str, *, ndim=None, shape=None, finite: bool = True, dtype=None, device=None
 ) -> torch.Tensor:
-    """Shorthand for :func:`check_tensor` with ``complex_=True`` (complex64 or complex128).
+    """Shorthand for :func:`~lib.core.check_tensor` with ``complex_=True`` (complex64 or
+    complex128).
 
     Parameters
     ----------
     x, name, ndim, shape, finite, dtype, device
-        As in :func:`check_tensor`.
+        As in :func:`~lib.core.check_tensor`.
 
     Returns
     -------
@@ -354,12 +358,12 @@ def check_complex(
 def check_real(
     x, name: str, *, ndim=None, shape=None, finite: bool = True, dtype=None, device=None
 ) -> torch.Tensor:
-    """Shorthand for :func:`check_tensor` with ``complex_=False`` (float32 or float64).
+    """Shorthand for :func:`~lib.core.check_tensor` with ``complex_=False`` (float32 or float64).
 
     Parameters
     ----------
     x, name, ndim, shape, finite, dtype, device
-        As in :func:`check_tensor`.
+        As in :func:`~lib.core.check_tensor`.
 
     Returns
     -------

@@ -1,8 +1,9 @@
 """Small evaluation helpers shared by the chapters: averages with their uncertainty.
 
 Every averaged number the book prints comes with its standard error, computed the same way
-everywhere (:func:`mean_se`), and convergence statements such as "reaches -35 dB at iteration
-24" use one definition (:func:`first_below`).
+everywhere (:func:`~lib.core.mean_se`), and convergence statements such as "reaches -35 dB at
+iteration
+24" use one definition (:func:`~lib.core.first_below`).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 
 __all__ = ["ROLES", "use_book_style", "color", "line_style", "new_figure", "plot_curve"]
 
-#: Colour cycles per role; index with :func:`color`.
+#: Colour cycles per role; index with :func:`~lib.core.color`.
 ROLES: dict[str, tuple[str, ...]] = {
     "classical": ("#1f4e9c", "#3f7fd1", "#7aaee8", "#0b2a5b"),
     "learned": ("#d9480f", "#f08c00", "#c2255c", "#e8590c"),

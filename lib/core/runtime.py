@@ -6,10 +6,12 @@ Random draws and devices
 ------------------------
 A ``torch.Generator`` lives on one device. Every function of ``lib`` that draws random numbers
 for an input on some device (the noise of :func:`lib.phy.mmse_estimate`, of
-:func:`lib.sparse.measure`, ...) follows one rule, implemented by :func:`draw_randn` and
-:func:`draw_rand`: *with a generator, the numbers are drawn on the generator's device and then
+:func:`lib.sparse.measure`, ...) follows one rule, implemented by :func:`~lib.core.draw_randn` and
+:func:`~lib.core.draw_rand`: *with a generator, the numbers are drawn on the generator's device and
+then
 moved to the input's device; without one, they are drawn directly on the input's device* (from
-that device's default generator). So a CPU generator seeded with :func:`set_seed` gives the same
+that device's default generator). So a CPU generator seeded with :func:`~lib.core.set_seed` gives
+the same
 numbers whether the data sit on the CPU or on a GPU (bit-for-bit reproducible figures), at the
 cost of one host-to-device copy; pass a CUDA generator to draw on the GPU.
 """
@@ -162,5 +164,6 @@ def draw_rand(
     dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Uniform ``[0, 1)`` draws of ``shape`` on ``device``; same rule as :func:`draw_randn`."""
+    """Uniform ``[0, 1)`` draws of ``shape`` on ``device``; same rule as
+    :func:`~lib.core.draw_randn`."""
     return _draw(torch.rand, shape, generator, dtype, device)

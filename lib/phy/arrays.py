@@ -224,7 +224,8 @@ def upa_covariance(
     """Kronecker covariance of a UPA: per-axis local scattering, one ``spread`` for both axes.
 
     ``R = R_h(angle_h, spread) (x) R_v(angle_v, spread)`` with
-    :func:`local_scattering_covariance` per axis (Schynol et al., Sec. 5.1.4; chapter *Hybrid
+    :func:`~lib.phy.local_scattering_covariance` per axis (Schynol et al., Sec. 5.1.4; chapter
+    *Hybrid
     beamforming: arrays and codebooks*, eq. ``eq-hbf-local-scattering``).
 
     Parameters
@@ -236,7 +237,7 @@ def upa_covariance(
     spread : float or real tensor
         Angular standard deviation ``> 0`` (radians), shared by both axes.
     pas, n_quad
-        As in :func:`local_scattering_covariance`.
+        As in :func:`~lib.phy.local_scattering_covariance`.
 
     Returns
     -------
@@ -255,7 +256,7 @@ def channels_from_covariance(
 
     A thin wrapper over :func:`lib.phy.correlated_rayleigh`, which draws ``batch`` channels
     from covariances *shared* by the batch. Here every instance has its own user covariances
-    (``R`` of shape ``(B, K, N, N)``, e.g. from :func:`upa_covariance` with per-instance
+    (``R`` of shape ``(B, K, N, N)``, e.g. from :func:`~lib.phy.upa_covariance` with per-instance
     angles), so all ``B * K`` covariances are passed as "users" of one draw. The result
     is the book's downlink matrix ``H`` (row ``k`` is :math:`\\mathbf h_k^{\\mathsf H}`,
     :math:`\\mathbf h_k = \\mathbf R_k^{1/2} \\mathbf z_k`); for many draws from one fixed

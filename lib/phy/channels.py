@@ -107,7 +107,7 @@ def rayleigh(
     batch, users, antennas : int
         ``B``, ``K`` users and ``M`` base-station antennas.
     generator, dtype, device
-        As in :func:`complex_normal`.
+        As in :func:`~lib.phy.complex_normal`.
 
     Returns
     -------
@@ -285,7 +285,7 @@ def qpsk(
     batch, streams : int
         ``B`` and the number of streams.
     generator, dtype, device
-        As in :func:`complex_normal`.
+        As in :func:`~lib.phy.complex_normal`.
 
     Returns
     -------
@@ -320,7 +320,7 @@ def awgn(
     noise_var : float or torch.Tensor
         :math:`\\sigma^2 \\ge 0`, a scalar or ``(B,)`` (one variance per sample).
     generator, dtype : optional
-        As in :func:`complex_normal`.
+        As in :func:`~lib.phy.complex_normal`.
     device : torch.device or str, optional
         Device of the result (default: that of a tensor ``noise_var``, else the CPU).
 

@@ -154,7 +154,7 @@ def estimation_nmse_db(H_hat: torch.Tensor, H: torch.Tensor) -> float:
 
 @dataclass
 class Type2Feedback:
-    """Result of :func:`type2_quantize`.
+    """Result of :func:`~lib.phy.type2_quantize`.
 
     Attributes
     ----------
@@ -165,7 +165,7 @@ class Type2Feedback:
     beams : torch.Tensor
         ``(B, K, L)`` long, the reported codeword indices (columns of the codebook).
     bits : int
-        Feedback bits per user (:func:`type2_feedback_bits`; ``-1`` when not counted).
+        Feedback bits per user (:func:`~lib.phy.type2_feedback_bits`; ``-1`` when not counted).
     """
 
     H_hat: torch.Tensor
@@ -185,7 +185,7 @@ def _amp_levels(amp_bits: int, dtype, device) -> torch.Tensor:
 def type2_feedback_bits(
     n_h: int, n_v: int, oversampling, n_beams: int, amp_bits: int, phase_bits: int
 ) -> int:
-    """Feedback bits per user of :func:`type2_quantize`.
+    """Feedback bits per user of :func:`~lib.phy.type2_quantize`.
 
     ``log2(O_h O_v)`` (group) + ``ceil(log2 C(N, L))`` (beam subset) + ``ceil(log2 L)``
     (strongest beam, amplitude 1 and phase 0 by convention) + ``(L - 1)(amp_bits + phase_bits)``.

@@ -1,7 +1,8 @@
 """Sum capacity of the Gaussian MISO broadcast channel (dirty-paper coding limit).
 
 BC-MAC duality and sum-power iterative water-filling (Jindal et al. 2005), batched in torch;
-:func:`dpc_sum_capacity_cvxpy` is the convex-program reference. Chapter: *Multi-user downlink
+:func:`~lib.precoding.dpc_sum_capacity_cvxpy` is the convex-program reference. Chapter: *Multi-user
+downlink
 beamforming* (``book/downlink_beamforming.ipynb``). Shapes: ``H`` ``(B, K, M)``, row ``k`` is
 ``h_k^H``; ``power`` and ``noise_var`` scalars or ``(B,)``.
 """
@@ -170,7 +171,7 @@ def dpc_sum_capacity_cvxpy(H: torch.Tensor, power, noise_var) -> torch.Tensor:
 
     The complex Hermitian ``X = I + sigma^{-2} sum_k q_k h_k h_k^H`` is replaced by its real
     embedding ``[[Re X, -Im X], [Im X, Re X]]``, whose log-det is ``2 log det X``. Slow
-    (tens of milliseconds per channel); use it to check :func:`dpc_sum_capacity`. The
+    (tens of milliseconds per channel); use it to check :func:`~lib.precoding.dpc_sum_capacity`. The
     interior-point solver fails or is inaccurate beyond an SNR of about 1e10.
 
     Parameters

@@ -1,9 +1,10 @@
 """Shared helpers of the precoding modules: entry checks of H and V, per-sample scalars,
-user weights, SINR-target parsing, |x|^2 and power scaling.
+user weights, ``|x|^2`` and power scaling (SINR targets are parsed by
+:func:`~lib.core.per_user`).
 
 The one definition of ``_check_H``, ``_check_V`` and ``_abs2`` for the precoding and learned
 precoding modules (import them from here); the real dtype of a complex tensor is
-:func:`lib.core.checks._real_dtype`. Shapes: ``H`` is ``(B, K, M)`` with row ``k`` equal to
+``lib.core.checks._real_dtype``. Shapes: ``H`` is ``(B, K, M)`` with row ``k`` equal to
 h_k^H; ``V`` is ``(B, M, K)``. Chapter: *Multi-user downlink beamforming*.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from lib.core.checks import _real_dtype, check_complex, check_tensor, per_sample
@@ -82,42 +82,8 @@ def user_weights(weights, H: torch.Tensor, name: str = "weights") -> torch.Tenso
     return weights.to(dtype=rdt, device=H.device)
 
 
-def _targets(sinr_targets, H: torch.Tensor) -> torch.Tensor:
-    """SINR targets gamma_k (linear) as a real ``(batch, users)`` tensor, all > 0.
-
-    Kept for :mod:`lib.precoding.power_min`; new code uses :func:`lib.core.checks.per_user`.
-    """
-    B, K, _ = H.shape
-    rdt = _real_dtype(H)
-    if isinstance(sinr_targets, bool):
-        raise TypeError("sinr_targets must be a number or a real tensor, got bool")
-    if isinstance(sinr_targets, (int, float, np.integer, np.floating)):
-        g = torch.full((B, K), float(sinr_targets), dtype=rdt, device=H.device)
-    elif isinstance(sinr_targets, torch.Tensor):
-        check_tensor(sinr_targets, "sinr_targets", complex_=False)
-        if sinr_targets.dim() == 0:
-            g = sinr_targets.expand(B, K)
-        elif sinr_targets.shape == (K,):
-            g = sinr_targets.expand(B, K)
-        elif sinr_targets.shape == (B, K):
-            g = sinr_targets
-        else:
-            raise ValueError(
-                f"sinr_targets must be a scalar or have shape ({K},) or ({B}, {K}), "
-                f"got {tuple(sinr_targets.shape)}"
-            )
-        g = g.to(dtype=rdt, device=H.device)
-    else:
-        raise TypeError(
-            f"sinr_targets must be a number or a torch.Tensor, got {type(sinr_targets).__name__}"
-        )
-    if bool((g <= 0).any()):
-        raise ValueError("sinr_targets must be > 0 (linear scale, not dB)")
-    return g
-
-
 def _abs2(x: torch.Tensor) -> torch.Tensor:
-    """|x|^2 elementwise (much faster than ``x.abs() ** 2`` for complex tensors)."""
+    """``|x|^2`` elementwise (much faster than ``x.abs() ** 2`` for complex tensors)."""
     return x.real.square() + x.imag.square() if x.is_complex() else x.square()
 
 

@@ -90,7 +90,7 @@ class HybridResult(NamedTuple):
         ``(B, N_RF)`` codeword indices (``None`` when ``F_RF`` was given).
     history : torch.Tensor or None
         ``(B, steps + 1)`` weighted power after each greedy step (``None`` outside
-        :func:`greedy_codebook_selection`).
+        :func:`~lib.precoding.greedy_codebook_selection`).
     """
 
     F_RF: torch.Tensor
@@ -102,7 +102,8 @@ class HybridResult(NamedTuple):
     history: torch.Tensor | None = None
 
     def sinr(self, H: torch.Tensor, noise_var) -> torch.Tensor:
-        """SINR of every user on channels ``H`` ``(B, K, M)`` (:func:`hybrid_sinr`), ``(B, K)``.
+        """SINR of every user on channels ``H`` ``(B, K, M)`` (:func:`~lib.precoding.hybrid_sinr`),
+        ``(B, K)``.
 
         Infeasible samples transmit nothing: their SINRs are 0.
         """
@@ -114,7 +115,7 @@ class HybridResult(NamedTuple):
 # Checks and tolerances
 # --------------------------------------------------------------------------- #
 def independence_tol(dtype: torch.dtype) -> float:
-    """Default relative energy threshold of :func:`independent_candidates`.
+    """Default relative energy threshold of :func:`~lib.precoding.independent_candidates`.
 
     ``max(1e-6, 64 eps)``: ``1e-6`` in double precision, ``7.6e-6`` in single precision (the
     residual energy of a dependent codeword is computed with an error of a few ``eps``).
@@ -260,7 +261,7 @@ def _gram_cholesky(F):
 def _solve_flat(Heff, gam, s2, chol, weighting, kw):
     """Digital sub-problem for a flat batch ``Heff = H F`` ``(n, K, R)``, unchecked.
 
-    ``chol`` is ``(L, ok)`` of :func:`_gram_cholesky` for RF weighting (``None`` for baseband).
+    ``chol`` is ``(L, ok)`` of ``_gram_cholesky`` for RF weighting (``None`` for baseband).
     Returns ``V_bb, p, weighted, feasible``.
     """
     Rr = Heff.shape[-1]
@@ -285,7 +286,7 @@ def _solve_flat(Heff, gam, s2, chol, weighting, kw):
 
 
 def _digital(H, F_RF, gam, s2, weighting, max_power, kw) -> HybridResult:
-    """:func:`digital_min_power` without input checks."""
+    """:func:`~lib.precoding.digital_min_power` without input checks."""
     chol = _gram_cholesky(F_RF) if weighting == "rf" else None
     V, p, w, feas = _solve_flat(H @ F_RF, gam, s2, chol, weighting, kw)
     if max_power is not None:
@@ -353,7 +354,7 @@ def fully_digital_min_power(H, sinr_targets, noise_var, **solver_kw) -> HybridRe
     H : torch.Tensor
         ``(B, K, M)`` complex channels.
     sinr_targets, noise_var
-        As in :func:`digital_min_power`.
+        As in :func:`~lib.precoding.digital_min_power`.
     **solver_kw
         ``iters``, ``tol``, ``max_power_ratio`` of :func:`lib.precoding.min_power_duality`.
 
@@ -404,7 +405,7 @@ def independent_candidates(
         ``(M, C)`` complex.
     tol : float, optional
         A codeword is independent when its energy outside ``span(F_others)`` exceeds ``tol``
-        times its energy; default :func:`independence_tol` of the dtype.
+        times its energy; default :func:`~lib.precoding.independence_tol` of the dtype.
 
     Returns
     -------
@@ -486,7 +487,8 @@ def greedy_codebook_selection(
 ) -> HybridResult:
     """Greedy codeword correction (Hegde et al., Alg. 2; Schynol et al., eqs. (13)-(15)), batched.
 
-    Starting from ``init`` (default :func:`init_codewords`, eq. (34)), step ``t`` updates RF
+    Starting from ``init`` (default :func:`~lib.precoding.init_codewords`, eq. (34)), step ``t``
+    updates RF
     chain ``r = t mod N_RF``: every codeword ``c`` linearly independent of the other chains is
     tried in its place, the digital sub-problem (12) is solved for all ``(instance, c)`` pairs
     in batched calls of the duality solver (eqs. (16)-(23)), and the codeword of least weighted
@@ -503,7 +505,7 @@ def greedy_codebook_selection(
     n_rf : int
         ``N_RF``, at most ``min(M, C)``.
     sinr_targets, noise_var
-        As in :func:`digital_min_power` (usable as keywords).
+        As in :func:`~lib.precoding.digital_min_power` (usable as keywords).
     n_steps : int, optional
         Number of greedy steps (``>= 0``); default one sweep (``N_RF`` steps).
     weighting : {"rf", "baseband"}
@@ -606,7 +608,7 @@ def exhaustive_search(
     Parameters
     ----------
     H, codebook, n_rf, sinr_targets, noise_var, weighting, chunk, **solver_kw
-        As in :func:`greedy_codebook_selection`.
+        As in :func:`~lib.precoding.greedy_codebook_selection`.
 
     Returns
     -------

@@ -56,7 +56,7 @@ def sum_rate(H: torch.Tensor, V: torch.Tensor, noise_var, weights=None) -> torch
     Parameters
     ----------
     H, V, noise_var
-        As in :func:`sinr`.
+        As in :func:`~lib.precoding.sinr`.
     weights : torch.Tensor, optional
         Priorities alpha_k ``>= 0``, ``(K,)`` or ``(B, K)``; ones by default.
 
@@ -106,7 +106,7 @@ def mrt(H: torch.Tensor, power, noise_var=None) -> torch.Tensor:
     """Maximum ratio transmission ``v_k ∝ h_k``, total power scaled to ``P``.
 
     A common scaling of all beams (not per-user normalisation); identical to
-    :func:`matched_filter_init`.
+    :func:`~lib.precoding.matched_filter_init`.
 
     Parameters
     ----------

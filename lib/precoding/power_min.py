@@ -6,19 +6,22 @@ Minimum total power subject to SINR targets,
     \\min_{v_1, \\dots, v_K} \\sum_k \\|v_k\\|^2 \\quad \\text{s.t.} \\quad
     \\frac{|h_k^H v_k|^2}{\\sum_{j \\ne k} |h_k^H v_j|^2 + \\sigma^2} \\ge \\gamma_k,
 
-as an SOCP (cvxpy, :func:`min_power_socp`) and by uplink-downlink duality (Schubert & Boche
-2004; Schynol et al., Sec. 3, eqs. (16)-(23)), batched in torch (:func:`min_power_duality`).
+as an SOCP (cvxpy, :func:`~lib.precoding.min_power_socp`) and by uplink-downlink duality (Schubert
+& Boche
+2004; Schynol et al., Sec. 3, eqs. (16)-(23)), batched in torch
+(:func:`~lib.precoding.min_power_duality`).
 Chapter: *Multi-user downlink beamforming* (``book/downlink_beamforming.ipynb``); the hybrid
 chapters call the same solver on effective channels.
 
 Units and precision. Both solvers first rescale every sample to unit noise and unit mean
-channel gain (:func:`_normalise`) and undo the scaling on the way out, so that the results are
+channel gain (``_normalise``) and undo the scaling on the way out, so that the results are
 invariant to a common scaling ``H -> c H``, ``sigma^2 -> c^2 sigma^2`` and scaling ``H`` alone
 by ``c`` scales the powers by ``1 / c^2``. Tolerances are relative to the dtype's machine
 epsilon ``eps = torch.finfo(dtype).eps``; the same code runs in complex64 and complex128.
 A sample is reported feasible only if the returned beamformers meet every target to a relative
-``sqrt(eps)`` (:func:`sinr_rtol`) with every user's interference below ``1 / sqrt(eps)`` times
-the noise (:func:`_certified`): the flag is a certificate, never an unverified guess.
+``sqrt(eps)`` (:func:`~lib.precoding.sinr_rtol`) with every user's interference below
+``1 / sqrt(eps)`` times
+the noise (``_certified``): the flag is a certificate, never an unverified guess.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from lib.precoding.common import _abs2, _check_H, _scalar
 
 __all__ = ["MinPowerResult", "min_power_socp", "min_power_duality", "sinr_rtol"]
 
-#: Default convergence tolerance of :func:`min_power_duality`: relative change of the uplink
+#: Default convergence tolerance of :func:`~lib.precoding.min_power_duality`: relative change of
+#: the uplink
 #: powers between two iterations ``<= TOL_FACTOR * eps`` (``9.1e-13`` in double precision, close
 #: to the former fixed ``1e-12``; ``4.9e-4`` in single precision).
 TOL_FACTOR = 4096.0
@@ -71,7 +75,7 @@ def sinr_rtol(dtype: torch.dtype) -> float:
 # Result type and scaling
 # --------------------------------------------------------------------------- #
 class MinPowerResult(NamedTuple):
-    """Result of :func:`min_power_socp` / :func:`min_power_duality`.
+    """Result of :func:`~lib.precoding.min_power_socp` / :func:`~lib.precoding.min_power_duality`.
 
     Attributes
     ----------
@@ -81,7 +85,8 @@ class MinPowerResult(NamedTuple):
         ``(B, K)`` per-user downlink powers ``||v_k||^2``; ``+inf`` for an infeasible sample
         (so that ``powers.sum(-1)`` ranks it last), never NaN.
     feasible : torch.Tensor
-        ``(B,)`` bool: the returned ``V`` meets every SINR target (to :func:`sinr_rtol`).
+        ``(B,)`` bool: the returned ``V`` meets every SINR target (to
+        :func:`~lib.precoding.sinr_rtol`).
     """
 
     V: torch.Tensor
@@ -119,7 +124,7 @@ def _normalise(H: torch.Tensor, s2: torch.Tensor):
 
 
 def _denormalise(V, p, feasible, c):
-    """Undo :func:`_normalise` and mask infeasible samples (``V = 0``, ``powers = inf``).
+    """Undo ``_normalise`` and mask infeasible samples (``V = 0``, ``powers = inf``).
 
     Powers that overflow the dtype after rescaling are reported infeasible.
     """
@@ -160,7 +165,7 @@ def min_power_socp(H: torch.Tensor, sinr_targets, noise_var) -> MinPowerResult:
     (Bengtsson & Ottersten 2001; Wiesel, Eldar & Shamai 2006). Each sample is solved after
     rescaling to unit noise and unit mean channel gain, in double precision, and the
     solution is accepted only if it meets every target to a relative ``SOCP_SINR_RTOL``
-    (1e-6) with every user's interference below 1e6 times the noise (:func:`_certified`);
+    (1e-6) with every user's interference below 1e6 times the noise (``_certified``);
     otherwise (solver failure, infeasible, inaccurate) the sample is infeasible.
 
     Parameters
@@ -229,7 +234,8 @@ def _duality_normalised(H, gam, iters: int, tol: float, max_power_ratio: float):
 
     ``H`` ``(B, K, M)``, ``gam`` ``(B, K)`` real of ``H``'s real dtype. Returns
     ``(V, p, feasible)`` in the normalised units; ``V`` and ``p`` are finite for every sample.
-    No host synchronisation except the convergence test every :data:`CHECK_EVERY` iterations.
+    No host synchronisation except the convergence test every
+    :data:`~lib.precoding.power_min.CHECK_EVERY` iterations.
     """
     B, K, n = H.shape
     rdt = _real_dtype(H)
@@ -300,10 +306,11 @@ def _duality_normalised(H, gam, iters: int, tol: float, max_power_ratio: float):
 
 
 def _min_power_core(H, gam, s2, *, iters: int = 500, tol=None, max_power_ratio: float = 1e12):
-    """:func:`min_power_duality` without input checks (for loops that call it many times).
+    """:func:`~lib.precoding.min_power_duality` without input checks (for loops that call it many
+    times).
 
     ``H`` ``(B, K, M)``, ``gam`` ``(B, K)`` and ``s2`` ``(B,)`` real of ``H``'s real dtype.
-    Returns ``(V, powers, feasible)`` as in :class:`MinPowerResult`.
+    Returns ``(V, powers, feasible)`` as in :class:`~lib.precoding.MinPowerResult`.
     """
     rdt = _real_dtype(H)
     if tol is None:
@@ -353,7 +360,8 @@ def min_power_duality(
 
     Every sample is first rescaled to unit noise and unit mean channel gain (results are
     invariant to ``H -> c H``, ``sigma^2 -> c^2 sigma^2``). A sample is feasible when the
-    returned ``V`` meets every target to a relative :func:`sinr_rtol` (``rtol = sqrt(eps)``)
+    returned ``V`` meets every target to a relative :func:`~lib.precoding.sinr_rtol`
+    (``rtol = sqrt(eps)``)
     and every user's interference-to-noise ratio ``I_k`` has ``rtol (1 + I_k) < 1`` (by
     Collatz-Wielandt, ``1 - rho(D Psi) >= min_k 1 / (1 + I_k)``: the solution is farther from
     the feasibility boundary than the tolerance; 78 dB of interference in double, 35 dB in
@@ -380,7 +388,7 @@ def min_power_duality(
         Convergence test ``max_k |q_k^(t+1) - q_k^(t)| <= tol max_k q_k``; default
         ``TOL_FACTOR * eps`` of the dtype (``9.1e-13`` double, ``4.9e-4`` single). Converged
         samples are frozen; the loop stops when every sample has converged or diverged (tested
-        every :data:`CHECK_EVERY` iterations).
+        every :data:`~lib.precoding.power_min.CHECK_EVERY` iterations).
     max_power_ratio : float
         Divergence threshold relative to the interference-free bound (> 1).
 

@@ -3,21 +3,25 @@
 A design computed from estimated channels ``H_hat`` is evaluated on the true channels ``H``;
 user ``k`` is *in outage* when its true SINR is below its target (Schynol et al., eq. (10)).
 
-* :func:`empirical_outage` -- outage indicators and rate of a design on true channels;
+* :func:`~lib.precoding.empirical_outage` -- outage indicators and rate of a design on true
+  channels;
   infeasible designs (or designs above ``max_power``) put all their users in outage.
-* :func:`bisect_margin` -- bisection of a scalar knob (an SINR margin or a loading factor) until
+* :func:`~lib.precoding.bisect_margin` -- bisection of a scalar knob (an SINR margin or a loading
+  factor) until
   the outage on validation data meets the nominal level.
-* :func:`loaded_min_power` -- diagonal-loading robust digital design: the error energy
+* :func:`~lib.precoding.loaded_min_power` -- diagonal-loading robust digital design: the error
+  energy
   ``|e_k^H u|^2 <= eps_k`` along any unit-norm beam is charged as interference from every
   stream, i.e. per-user noise ``sigma^2 + eps_k max(1, 1/gamma_k) P``, solved by a monotone
   fixed point on the total power ``P`` around :func:`lib.precoding.digital_min_power`.
-* :func:`robust_sdp_design` -- the conic (S-lemma) worst-case design over the ellipsoid that
+* :func:`~lib.precoding.robust_sdp_design` -- the conic (S-lemma) worst-case design over the
+  ellipsoid that
   holds the Gaussian MMSE error with probability ``1 - rho``, in cvxpy, per instance.
-* :func:`single_user_outage` -- closed-form outage of one user with a Gaussian error,
+* :func:`~lib.precoding.single_user_outage` -- closed-form outage of one user with a Gaussian error,
   used to validate the Monte-Carlo estimate.
 
 Shapes: ``H``, ``H_hat`` ``(B, K, M)``; ``F_RF`` ``(B, M, N_RF)``; ``sinr_targets`` a scalar,
-``(K,)`` or ``(B, K)`` (parsed by :func:`lib.core.checks.per_user`); ``loading`` a scalar,
+``(K,)`` or ``(B, K)`` (parsed by :func:`~lib.core.per_user`); ``loading`` a scalar,
 ``(B,)`` or ``(B, K)``. Results take the dtype and device of ``H_hat``.
 Chapter: *Hybrid beamforming under imperfect CSI and outage constraints*
 (``book/hybrid_imperfect_csi_outage.ipynb``).
@@ -56,7 +60,7 @@ __all__ = [
 
 
 class OutageResult(NamedTuple):
-    """Outage of a design on true channels (:func:`empirical_outage`).
+    """Outage of a design on true channels (:func:`~lib.precoding.empirical_outage`).
 
     Attributes
     ----------
@@ -103,7 +107,7 @@ def empirical_outage(
     A design that is infeasible, or needs more than ``max_power``, transmits nothing useful:
     all of its users count as in outage and its power counts as ``max_power`` (``inf`` without
     ``max_power``). User ``k`` is in outage when its true SINR is below
-    ``gamma_k (1 - sqrt(eps))`` (:func:`lib.precoding.power_min.sinr_rtol`: the design's own
+    ``gamma_k (1 - sqrt(eps))`` (:func:`~lib.precoding.sinr_rtol`: the design's own
     feasibility certificate tolerance, which absorbs rounding at the target).
 
     Parameters

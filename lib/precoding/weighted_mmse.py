@@ -1,12 +1,14 @@
 """WMMSE for weighted sum-rate maximisation (Shi et al. 2011; Pellaco et al. eqs. (5)-(8)).
 
-The blocks :func:`wmmse_receivers`, :func:`wmmse_weights`, :func:`wmmse_precoder` (with the
-multiplier found by :func:`bisect_mu`) and the full iteration :func:`wmmse`, batched in torch.
+The blocks :func:`~lib.precoding.wmmse_receivers`, :func:`~lib.precoding.wmmse_weights`,
+:func:`~lib.precoding.wmmse_precoder` (with the
+multiplier found by :func:`~lib.precoding.bisect_mu`) and the full iteration
+:func:`~lib.precoding.wmmse`, batched in torch.
 Chapter: *Multi-user downlink beamforming* (``book/downlink_beamforming.ipynb``); the unfolded
 WMMSE (:mod:`lib.learn.unfolded_wmmse`) reuses the ``u`` and ``w`` blocks.
 
 The public blocks validate their inputs and call private, unchecked versions
-(:func:`_receivers_weights`, :func:`_precoder`, :func:`_bisect`), which is what :func:`wmmse`
+(``_receivers_weights``, ``_precoder``, ``_bisect``), which is what :func:`~lib.precoding.wmmse`
 iterates after validating once. Shapes: ``H`` ``(B, K, M)`` (row ``k`` is ``h_k^H``), ``V``
 ``(B, M, K)``, ``u`` complex ``(B, K)``, ``w`` real ``(B, K)``.
 """
@@ -79,10 +81,11 @@ def _precoder(
     a: torch.Tensor,
     iters: int,
 ) -> torch.Tensor:
-    """Closed-form WMMSE beamformer (eqs. (5c)-(8)) without checks; see :func:`wmmse_precoder`.
+    """Closed-form WMMSE beamformer (eqs. (5c)-(8)) without checks; see
+    :func:`~lib.precoding.wmmse_precoder`.
 
     Forward pass without autograd; when any input requires a gradient, a zero-valued term
-    carrying the exact first derivative (implicit in mu) is added (:func:`_implicit_grad`).
+    carrying the exact first derivative (implicit in mu) is added (``_implicit_grad``).
     """
     B, K, M = H.shape
     rdt = _real_dtype(H)
@@ -183,7 +186,8 @@ def wmmse_weights(H: torch.Tensor, V: torch.Tensor, u: torch.Tensor, noise_var) 
 
     ``e_k = |1 - conj(u_k) h_k^H v_k|^2 + |u_k|^2 (sum_{j != k} |h_k^H v_j|^2 + sigma^2)``
     is the MSE of ``x_hat_k = conj(u_k) y_k``, written as a sum of non-negative terms so that
-    it never cancels. With the MMSE ``u`` of :func:`wmmse_receivers`, ``w_k = 1 + SINR_k``.
+    it never cancels. With the MMSE ``u`` of :func:`~lib.precoding.wmmse_receivers`,
+    ``w_k = 1 + SINR_k``.
 
     Parameters
     ----------
@@ -264,7 +268,8 @@ def wmmse_precoder(
     (eq. (6)). With ``A = U diag(lam) U^H`` the transmit power is
     ``sum_j Phi_jj / (lam_j + mu)^2`` (eq. (7)); mu = 0 if that meets the budget (then the
     pseudo-inverse of ``A`` is used: eigen-directions below ``lam_max * M * eps * 10`` are
-    dropped), else mu > 0 solves eq. (8) by bisection (:func:`bisect_mu`), every direction is
+    dropped), else mu > 0 solves eq. (8) by bisection (:func:`~lib.precoding.bisect_mu`), every
+    direction is
     kept (a faded user keeps its small beam and can come back) and V is rescaled to
     ``tr(V V^H) = P`` exactly (a relative change of the order of the bisection tolerance).
 
@@ -317,7 +322,8 @@ def wmmse(
     """WMMSE algorithm for the weighted sum rate under a total power constraint (Shi et al. 2011).
 
     Each iteration computes ``u`` (eq. (5b)), ``w`` (eq. (5a)) and ``V`` (eqs. (5c)-(8),
-    :func:`wmmse_precoder`), starting from ``V0`` (default: the matched filter at full power).
+    :func:`~lib.precoding.wmmse_precoder`), starting from ``V0`` (default: the matched filter at
+    full power).
     The weighted sum rate is non-decreasing over iterations. Inputs are validated once here;
     the iterations run unchecked blocks and, without ``tol``, never synchronise with the
     device. With ``tol``, one host synchronisation per iteration selects the samples that

@@ -3,7 +3,7 @@ proximal operator of the l1 norm) and the Bernoulli-Gaussian MMSE denoiser with 
 Sparse recovery chapter (``book/sparse_recovery.ipynb``).
 
 The public functions validate their arguments; the iterative algorithms call the unchecked
-cores :func:`_soft` and :func:`_bg_mmse` once per iteration after validating once at their
+cores ``_soft`` and ``_bg_mmse`` once per iteration after validating once at their
 entry. The state evolution (:mod:`lib.sparse.evolution`) calls the same cores on float64
 tensors, so the algorithm and its prediction share one formula.
 """
@@ -45,7 +45,8 @@ def _bg_prior_logit(p: float, like: torch.Tensor) -> torch.Tensor:
 
 def _bg_mmse(r: torch.Tensor, tau2, prior_logit, s) -> tuple[torch.Tensor, torch.Tensor]:
     """Bernoulli-Gaussian posterior mean and its derivative (formula of
-    :func:`bg_mmse_denoiser`), unchecked. ``tau2`` is a tensor broadcastable to ``r``."""
+    :func:`~lib.sparse.bg_mmse_denoiser`), unchecked. ``tau2`` is a tensor broadcastable to
+    ``r``."""
     g = s / (s + tau2)
     llr = prior_logit + 0.5 * torch.log(tau2 / (s + tau2)) + 0.5 * r**2 * g / tau2
     pi = torch.sigmoid(llr)
@@ -161,7 +162,7 @@ def bg_mmse_denoiser(
 
 
 def _bg_mmse_numpy(r: np.ndarray, tau2: float, p: float, s: float) -> np.ndarray:
-    """:func:`_bg_mmse`'s estimate on a NumPy grid (float64), for the state evolution."""
+    """``_bg_mmse``'s estimate on a NumPy grid (float64), for the state evolution."""
     rt = torch.from_numpy(np.ascontiguousarray(r, dtype=np.float64))
     logit = _bg_prior_logit(p, rt)
     tau2_t = torch.tensor(float(tau2), dtype=torch.float64)
@@ -169,6 +170,6 @@ def _bg_mmse_numpy(r: np.ndarray, tau2: float, p: float, s: float) -> np.ndarray
 
 
 def _soft_numpy(r: np.ndarray, tau: float) -> np.ndarray:
-    """:func:`_soft` on a NumPy grid (float64), for the state evolution."""
+    """``_soft`` on a NumPy grid (float64), for the state evolution."""
     rt = torch.from_numpy(np.ascontiguousarray(r, dtype=np.float64))
     return _soft(rt, torch.tensor(float(tau), dtype=torch.float64)).numpy()

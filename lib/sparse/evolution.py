@@ -106,7 +106,7 @@ def state_evolution(
 
     with ``X`` Bernoulli-Gaussian, ``Z ~ N(0, 1)`` and ``s = signal_var``. The expectation is a
     deterministic 1-D quadrature (see ``_scalar_mse``). Entry ``t - 1`` of the result predicts
-    ``nmse(x_t, x)`` of :func:`amp` with the same denoiser.
+    ``nmse(x_t, x)`` of :func:`~lib.sparse.amp` with the same denoiser.
 
     Parameters
     ----------
@@ -119,7 +119,7 @@ def state_evolution(
     iters : int
         ``T``, number of iterations.
     denoiser : {"soft", "bg"} or callable
-        As in :func:`amp` (a callable gets a float64 tensor ``r`` and a 0-d ``tau2``).
+        As in :func:`~lib.sparse.amp` (a callable gets a float64 tensor ``r`` and a 0-d ``tau2``).
     alpha : float
         Threshold multiplier of the soft denoiser, ``>= 0``.
     signal_var : float
@@ -171,14 +171,15 @@ def se_fixed_point(
     rtol: float = 1e-7,
     n_grid: int = 4001,
 ) -> dict:
-    """Run :func:`state_evolution` to its fixed point (relative change of ``tau2`` below ``rtol``).
+    """Run :func:`~lib.sparse.state_evolution` to its fixed point (relative change of ``tau2``
+    below ``rtol``).
 
     With ``denoiser="bg"`` the fixed point's NMSE is the Bayes-optimal AMP limit.
 
     Parameters
     ----------
     delta, p, noise_var, denoiser, alpha, signal_var, n_grid
-        As in :func:`state_evolution`.
+        As in :func:`~lib.sparse.state_evolution`.
     max_iters : int
         Iteration budget, ``>= 1``.
     rtol : float
@@ -229,7 +230,7 @@ def optimal_alpha(
     Parameters
     ----------
     delta, p, noise_var, signal_var
-        As in :func:`state_evolution`.
+        As in :func:`~lib.sparse.state_evolution`.
     bounds : (float, float)
         Search interval ``0 <= lo < hi``.
 
@@ -272,7 +273,7 @@ def calibrated_lambda(
     Parameters
     ----------
     delta, p, noise_var, signal_var
-        As in :func:`state_evolution`.
+        As in :func:`~lib.sparse.state_evolution`.
     alpha : float
         AMP's threshold multiplier, ``>= 0``.
 

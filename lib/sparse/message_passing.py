@@ -39,7 +39,8 @@ __all__ = ["DEFAULT_ALPHA", "amp", "vamp", "oamp"]
 
 #: Default threshold multiplier of AMP's soft threshold, ``theta_t = alpha * ||z_t|| / sqrt(M)``.
 #: It is close to the state-evolution optimum of the book's reference problem
-#: (M=250, N=500, p=0.1, 40 dB); use :func:`optimal_alpha` to tune it for another problem.
+#: (M=250, N=500, p=0.1, 40 dB); use :func:`~lib.sparse.optimal_alpha` to tune it for another
+#: problem.
 DEFAULT_ALPHA = 1.1
 
 

@@ -105,7 +105,8 @@ def nmse(xhat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def nmse_db(xhat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """:func:`nmse` in dB: ``10 log10(sum ||xhat - x||^2 / sum ||x||^2)`` (ratio of sums).
+    """:func:`~lib.sparse.nmse` in dB: ``10 log10(sum ||xhat - x||^2 / sum ||x||^2)`` (ratio of
+    sums).
 
     The book's convention in every chapter; use ``float(...)`` for a single value. A perfect
     estimate gives ``-inf``.
@@ -113,7 +114,7 @@ def nmse_db(xhat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     Parameters
     ----------
     xhat, x : torch.Tensor
-        As in :func:`nmse`.
+        As in :func:`~lib.sparse.nmse`.
 
     Returns
     -------

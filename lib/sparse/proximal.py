@@ -164,12 +164,13 @@ def fista(
     Parameters
     ----------
     y, A, lam, iters, step, x0, noise_var
-        As in :func:`ista` (``noise_var`` is accepted for the common signature and unused).
+        As in :func:`~lib.sparse.ista` (``noise_var`` is accepted for the common signature and
+        unused).
     history : bool or callable
         ``True``: also return the per-iteration estimates ``x_k`` ``(T, B, N)``; a callable
         ``f``: also return ``f(x_k)`` for ``k = 1..T``, stacked.
     momentum : callable, optional
-        ``t -> t_next`` (default :func:`fista_momentum`), for the reader's own rule.
+        ``t -> t_next`` (default :func:`~lib.sparse.fista_momentum`), for the reader's own rule.
 
     Returns
     -------
