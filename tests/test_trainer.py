@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from toy_unrolled import UnrolledGD, last_mse
+from toy_unrolled import sampler as gd_sampler
 
 from lib.learn import (
     Callback,
@@ -14,7 +16,6 @@ from lib.learn import (
     History,
     Stage,
     StoredFileError,
-    UnrolledModel,
     fit,
     lr_stages,
 )
@@ -42,35 +43,6 @@ def line_sampler(batch, gen):
 
 def mse(out, y):
     return ((out - y) ** 2).mean()
-
-
-class GDLayer(nn.Module):
-    def __init__(self, step):
-        super().__init__()
-        self.step = nn.Parameter(torch.tensor(float(step), dtype=torch.float64))
-
-    def forward(self, x, y, A):
-        return x - self.step * (x @ A.T - y) @ A
-
-
-class UnrolledGD(UnrolledModel):
-    def __init__(self, T, step):
-        super().__init__([GDLayer(step) for _ in range(T)])
-
-    def init_state(self, y, A):
-        return torch.zeros(y.shape[0], A.shape[1], dtype=y.dtype, device=y.device)
-
-
-A0 = torch.randn(6, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) / 6**0.5
-
-
-def gd_sampler(batch, gen):
-    x = torch.randn(batch, 4, generator=gen, dtype=torch.float64)
-    return (x @ A0.T, A0), x
-
-
-def last_mse(out, x):
-    return ((out[-1] - x) ** 2).mean()
 
 
 def _params(model):

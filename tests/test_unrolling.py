@@ -3,6 +3,7 @@
 import pytest
 import torch
 from torch import nn
+from toy_unrolled import UnrolledGD, last_mse, sampler
 
 from lib.learn import (
     TrainHistory,
@@ -15,43 +16,6 @@ from lib.learn import (
 )
 
 torch.set_num_threads(1)
-
-
-class GDLayer(nn.Module):
-    """x <- x - step * A^T (A x - y)."""
-
-    def __init__(self, step):
-        super().__init__()
-        self.step = nn.Parameter(torch.tensor(float(step), dtype=torch.float64))
-
-    def forward(self, x, y, A):
-        return x - self.step * (x @ A.T - y) @ A
-
-
-class UnrolledGD(UnrolledModel):
-    def __init__(self, T, step):
-        super().__init__([GDLayer(step) for _ in range(T)])
-
-    def init_state(self, y, A):
-        return torch.zeros(y.shape[0], A.shape[1], dtype=y.dtype, device=y.device)
-
-
-def _problem(seed=0, m=6, n=4):
-    g = torch.Generator().manual_seed(seed)
-    A = torch.randn(m, n, generator=g, dtype=torch.float64) / m**0.5
-    return A
-
-
-A0 = _problem()
-
-
-def sampler(batch, gen):
-    x = torch.randn(batch, A0.shape[1], generator=gen, dtype=torch.float64)
-    return (x @ A0.T, A0), x
-
-
-def last_mse(out, x):
-    return ((out[-1] - x) ** 2).mean()
 
 
 def test_forward_matches_manual_loop_and_keeps_every_layer():
