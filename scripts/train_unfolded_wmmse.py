@@ -47,6 +47,7 @@ import time
 import torch
 
 from lib.chapters.unfolded_wmmse import SETUP, model_key, power_for_snr, test_channels
+from lib.core import mean_se
 from lib.learn import Stage, fit
 from lib.learn.unfolded_wmmse import (
     UnfoldedWMMSE,
@@ -87,14 +88,13 @@ def evaluate(model, snr_db, cache):
     H, P, tr = cache[snr_db]
     r = per_layer_wsr(model, H, P, NOISE_VAR)
     L = r.shape[0]
-    d = r[-1] - tr[L - 1]
-    n = r.shape[1]
+    d_mean, d_se = mean_se(r[-1] - tr[L - 1])
     return {
         "wsr_per_layer": [round(float(x), 4) for x in r.mean(1)],
-        "wsr_se": round(float(r[-1].std() / n**0.5), 4),
+        "wsr_se": round(mean_se(r[-1])[1], 4),
         "trunc_wmmse_wsr": round(float(tr[L - 1].mean()), 4),
-        "diff_vs_trunc": round(float(d.mean()), 4),
-        "diff_se_paired": round(float(d.std() / n**0.5), 4),
+        "diff_vs_trunc": round(d_mean, 4),
+        "diff_se_paired": round(d_se, 4),
     }
 
 

@@ -25,6 +25,7 @@ from typing import NamedTuple
 import torch
 
 from lib.core.checks import check_positive_int
+from lib.core.evaluation import mean_se
 from lib.core.units import db_to_lin, lin_to_db
 from lib.phy import arrays, csi
 from lib.precoding.hybrid import HybridResult, greedy_codebook_selection
@@ -266,8 +267,7 @@ def instance_standard_error(result) -> float:
     if in_outage.dim() != 2 or in_outage.shape[0] < 2:
         shape = tuple(in_outage.shape)
         raise ValueError(f"in_outage must be (batch >= 2, users), got shape {shape}")
-    per_instance = in_outage.double().mean(-1)
-    return float(per_instance.std() / math.sqrt(per_instance.numel()))
+    return mean_se(in_outage.double().mean(-1))[1]
 
 
 def draw_instances(
