@@ -83,7 +83,7 @@ def imperfect_csi_dataset(
 
     Instances come from :func:`~lib.chapters.draw_instances` (``draw_kw`` passed on); those for
     which the
-    greedy design on the *true* channels (G-HBF-perf, Schynol et al., Sec. 5) is infeasible
+    greedy design on the *true* channels (G-HBF-perf, Schynol and Pesavento, Sec. 5) is infeasible
     within ``max_power`` are dropped, so that every outage measured later is due to the CSI
     error. The rest get an MMSE estimate at linear pilot SNR ``pilot``
     (:func:`lib.phy.mmse_estimate`, same ``generator``) and the error energy ``tr(C_k) / M``
@@ -127,7 +127,7 @@ def margin_design(
     """G-HBF-marg: greedy hybrid design on the estimates with every SINR target raised.
 
     The targets are multiplied by ``10^(margin_db / 10)`` and the design is
-    :func:`lib.precoding.greedy_codebook_selection` on ``H_hat`` (Schynol et al., Sec. 5, the
+    :func:`lib.precoding.greedy_codebook_selection` on ``H_hat`` (Schynol and Pesavento, Sec. 5, the
     margin baseline); ``margin_db = 0`` is the naive design that trusts the estimates.
 
     Parameters

@@ -147,7 +147,7 @@ class HybridDesigner(Protocol):
     """A QoS hybrid-beamforming design ``design = designer(H_hat, sinr_targets, noise_var)``.
 
     Minimise the allocated power subject to ``SINR_k >= gamma_k`` for every user with a hybrid
-    beamformer ``F_RF V_bb`` whose analog columns come from a codebook (Schynol et al.,
+    beamformer ``F_RF V_bb`` whose analog columns come from a codebook (Schynol and Pesavento,
     eqs. (2)-(4), (12)). The codebook ``(M, C)``, the number of RF chains ``N_RF`` and the
     method's knobs (greedy steps, margin, loading, power budget) are constructor settings.
     Chapters: :doc:`hybrid_arrays_codebooks`, :doc:`hybrid_imperfect_csi_outage`.

@@ -66,7 +66,7 @@ class CodebookDesigner:
 class GreedyDesigner(CodebookDesigner):
     """Greedy codeword correction (:func:`lib.precoding.greedy_codebook_selection`).
 
-    Hegde et al., Alg. 2; Schynol et al., eqs. (13)-(15). Chapter:
+    Hegde et al., Alg. 2; Schynol and Pesavento, eqs. (13)-(15). Chapter:
     :doc:`hybrid_arrays_codebooks`.
 
     Parameters
@@ -128,7 +128,8 @@ class ExhaustiveDesigner(CodebookDesigner):
 class FixedAnalogDesigner(CodebookDesigner):
     """Digital power minimisation for a fixed analog matrix.
 
-    :func:`lib.precoding.digital_min_power` (Schynol et al., eq. (12)) on the codebook columns
+    :func:`lib.precoding.digital_min_power` (Schynol and Pesavento, eq. (12)) on the codebook
+    columns
     ``index`` (``n_rf`` indices) or, by default, on each instance's initial configuration of
     heuristic (34) (:func:`lib.precoding.init_codewords`), i.e. the greedy design before its
     first correction step. Chapter: :doc:`hybrid_arrays_codebooks`.

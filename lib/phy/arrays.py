@@ -3,7 +3,7 @@
 Book chapter *Hybrid beamforming: arrays and codebooks* (and *Channels* for the ULA response).
 
 The transmitter of the hybrid-beamforming chapters is a uniform planar array (UPA)
-of ``n_h x n_v`` antennas with half-wavelength spacing (Schynol et al., Sec. 5.1.4).
+of ``n_h x n_v`` antennas with half-wavelength spacing (Schynol and Pesavento, Sec. 5.1.4).
 Antenna ``(m_h, m_v)`` is stacked at index ``m_h * n_v + m_v``, so that every
 UPA quantity is a Kronecker product "horizontal (x) vertical".
 
@@ -224,7 +224,8 @@ def upa_covariance(
     """Kronecker covariance of a UPA: per-axis local scattering, one ``spread`` for both axes.
 
     ``R = R_h(angle_h, spread) (x) R_v(angle_v, spread)`` with
-    :func:`~lib.phy.local_scattering_covariance` per axis (Schynol et al., Sec. 5.1.4; chapter
+    :func:`~lib.phy.local_scattering_covariance` per axis (Schynol and Pesavento, Sec. 5.1.4;
+    chapter
     *Hybrid
     beamforming: arrays and codebooks*, eq. ``eq-hbf-local-scattering``).
 

@@ -1,6 +1,6 @@
 """Imperfect channel state information: noisy MMSE estimation and Type-II-like DFT feedback.
 
-Two CSI-degradation models of Schynol et al., Sec. 5.1.4:
+Two CSI-degradation models of Schynol and Pesavento, Sec. 5.1.4:
 
 * **Noisy MMSE estimate** (their eq. (55), after Bjornson et al.): the transmitter observes
   ``y = sqrt(rho) h + n``, ``n ~ CN(0, I)``, with pilot power ``rho``, and forms
@@ -61,7 +61,8 @@ def _eig_R(R: torch.Tensor):
 
 
 def mmse_estimate(H, R, pilot_power, *, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Noisy MMSE channel estimate with pilot power ``rho`` (Schynol et al., eq. (55); chapter
+    """Noisy MMSE channel estimate with pilot power ``rho`` (Schynol and Pesavento, eq. (55);
+    chapter
     *Hybrid beamforming under imperfect CSI*, eq. ``eq-hbfo-mmse``).
 
     ``hat h = R (R + I/rho)^{-1} (h + rho^{-1/2} n)`` with ``n ~ CN(0, I)`` drawn by
@@ -102,7 +103,7 @@ def mmse_estimate(H, R, pilot_power, *, generator: torch.Generator | None = None
 def mmse_error_covariance(R, pilot_power) -> torch.Tensor:
     """Error covariance ``C = R - R (R + I/rho)^{-1} R`` of the MMSE estimate.
 
-    Schynol et al., Sec. 5.1.4 (after their eq. (55)); computed in the eigenbasis of ``R`` as
+    Schynol and Pesavento, Sec. 5.1.4 (after their eq. (55)); computed in the eigenbasis of ``R`` as
     ``lam / (1 + rho lam)``, which is PSD by construction.
 
     Parameters
@@ -240,7 +241,8 @@ def type2_quantize(
     n_v: int | None = None,
     oversampling=None,
 ) -> Type2Feedback:
-    """DFT Type-II-like feedback quantisation of each user's channel (Schynol et al., Sec. 5.1.4).
+    """DFT Type-II-like feedback quantisation of each user's channel (Schynol and Pesavento, Sec.
+    5.1.4).
 
     The quantiser acts on ``h_k`` (the complex conjugate of row ``k``); the strongest
     coefficient keeps its magnitude (assumed reported as a gain) and its phase is the

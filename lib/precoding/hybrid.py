@@ -1,7 +1,8 @@
 """Hybrid digital-analog downlink beamforming with codebook-based analog beams.
 
 An ``M``-antenna transmitter with ``N_RF`` RF chains serves ``K`` single-antenna users
-(Schynol et al., Sec. 2). User ``k``'s symbol is sent with power ``p_k`` along the hybrid beam
+(Schynol and Pesavento, Sec. 2). User ``k``'s symbol is sent with power ``p_k`` along the hybrid
+beam
 ``F_RF v_k``: the analog matrix ``F_RF`` ``(M, N_RF)`` has columns taken from a codebook
 (linearly independent codewords), the digital weights ``v_k`` have unit norm. The SINR of
 user ``k`` (their eqs. (2)-(3)) is
@@ -22,7 +23,7 @@ minimum-power problem on the effective channel, solved by the virtual uplink of
   orthonormal, ``||F v|| = ||L^H v||``, so the substitution ``t = L^H v`` turns the weighted
   problem into the standard one on ``H Q``; then ``v = L^{-H} t``.
 
-The greedy correction algorithm (Hegde et al. 2017, Alg. 2; Schynol et al., eqs. (13)-(15))
+The greedy correction algorithm (Hegde et al. 2017, Alg. 2; Schynol and Pesavento, eqs. (13)-(15))
 replaces one RF chain's codeword at a time by the codeword that minimises the allocated power;
 all candidate codewords of all instances are solved in one batched call. The initial
 configuration is the heuristic of their eq. (34). Chapter: *Hybrid beamforming: arrays and
@@ -184,7 +185,7 @@ def _hybrid_sinr(H, F_RF, V_bb, powers, s2):
 
 
 def hybrid_sinr(H, F_RF, V_bb, powers, noise_var) -> torch.Tensor:
-    """SINR of every user, Schynol et al., eqs. (2)-(3).
+    """SINR of every user, Schynol and Pesavento, eqs. (2)-(3).
 
     Parameters
     ----------
@@ -346,7 +347,7 @@ def fully_digital_min_power(H, sinr_targets, noise_var, **solver_kw) -> HybridRe
     """Fully digital minimum power (``F_RF = I``, one RF chain per antenna): the lower bound.
 
     Any hybrid beam ``F v_k`` with RF weighting is a feasible fully digital beam of the same
-    radiated power, so this is a lower bound on the RF-weighted hybrid power (Schynol et al.,
+    radiated power, so this is a lower bound on the RF-weighted hybrid power (Schynol and Pesavento,
     Sec. 5, "FD" curves).
 
     Parameters
@@ -436,7 +437,7 @@ def _init_codewords(H, cb, n_rf):
 
 
 def init_codewords(H, codebook, n_rf: int) -> torch.Tensor:
-    """Initial analog configuration, heuristic (34) of Schynol et al.: indices ``(B, N_RF)``.
+    """Initial analog configuration, heuristic (34) of Schynol and Pesavento: indices ``(B, N_RF)``.
 
     Scores each codeword by ``sum_k |h_k^H f|^2 / ||h_k||^2`` (the beamforming gain towards the
     users' normalised channels) and picks the ``n_rf`` best-scoring codewords, skipping any that
@@ -485,7 +486,8 @@ def greedy_codebook_selection(
     chunk: int = 16384,
     **solver_kw,
 ) -> HybridResult:
-    """Greedy codeword correction (Hegde et al., Alg. 2; Schynol et al., eqs. (13)-(15)), batched.
+    """Greedy codeword correction (Hegde et al., Alg. 2; Schynol and Pesavento, eqs. (13)-(15)),
+    batched.
 
     Starting from ``init`` (default :func:`~lib.precoding.init_codewords`, eq. (34)), step ``t``
     updates RF
@@ -602,7 +604,7 @@ def exhaustive_search(
     """Optimal codeword selection: the digital sub-problem for every set of ``N_RF`` codewords.
 
     All ``C choose N_RF`` configurations (column order is irrelevant) of all instances are
-    solved in batched calls; linearly dependent sets are skipped (Schynol et al., Sec. 5, the
+    solved in batched calls; linearly dependent sets are skipped (Schynol and Pesavento, Sec. 5, the
     "optimal" reference). For small instances only.
 
     Parameters

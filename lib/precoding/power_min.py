@@ -8,7 +8,7 @@ Minimum total power subject to SINR targets,
 
 as an SOCP (cvxpy, :func:`~lib.precoding.min_power_socp`) and by uplink-downlink duality (Schubert
 & Boche
-2004; Schynol et al., Sec. 3, eqs. (16)-(23)), batched in torch
+2004; Schynol and Pesavento, Sec. 3, eqs. (16)-(23)), batched in torch
 (:func:`~lib.precoding.min_power_duality`).
 Chapter: *Multi-user downlink beamforming* (``book/downlink_beamforming.ipynb``); the hybrid
 chapters call the same solver on effective channels.
@@ -347,7 +347,8 @@ def min_power_duality(
 ) -> MinPowerResult:
     """Minimum-power beamforming with SINR targets by uplink-downlink duality, batched in torch.
 
-    Virtual uplink (Schynol et al., Sec. 3, eqs. (16)-(23); Schubert & Boche 2004): with uplink
+    Virtual uplink (Schynol and Pesavento, Sec. 3, eqs. (16)-(23); Schubert & Boche 2004): with
+    uplink
     powers ``q`` and ``S = sigma^2 I + sum_j q_j h_j h_j^H`` the optimal receive (and transmit)
     directions are the MMSE filters ``u_k ∝ S^{-1} h_k`` (eq. (19)), and the minimal powers
     solve the fixed point ``q_k = gamma_k / (h_k^H (S - q_k h_k h_k^H)^{-1} h_k)`` (eq. (21)).

@@ -1,7 +1,7 @@
 """Outage of beamformers designed on imperfect CSI, and classical ways to control it.
 
 A design computed from estimated channels ``H_hat`` is evaluated on the true channels ``H``;
-user ``k`` is *in outage* when its true SINR is below its target (Schynol et al., eq. (10)).
+user ``k`` is *in outage* when its true SINR is below its target (Schynol and Pesavento, eq. (10)).
 
 * :func:`~lib.precoding.empirical_outage` -- outage indicators and rate of a design on true
   channels;
@@ -102,7 +102,7 @@ def _check_design(design, H):
 def empirical_outage(
     H_true, design: HybridResult, sinr_targets, noise_var, *, max_power: float | None = None
 ) -> OutageResult:
-    """Evaluate a design on the true channels (Schynol et al., eq. (10)).
+    """Evaluate a design on the true channels (Schynol and Pesavento, eq. (10)).
 
     A design that is infeasible, or needs more than ``max_power``, transmits nothing useful:
     all of its users count as in outage and its power counts as ``max_power`` (``inf`` without
@@ -158,7 +158,7 @@ def bisect_margin(
 ):
     """Smallest knob value in ``[lo, hi]`` whose outage is ``<= nominal``, by bisection.
 
-    The margin of G-HBF-marg (Schynol et al., Sec. 5) is set this way on validation data.
+    The margin of G-HBF-marg (Schynol and Pesavento, Sec. 5) is set this way on validation data.
 
     Parameters
     ----------
@@ -226,7 +226,7 @@ def loaded_min_power(
     with ``sigma_k^2 = sigma^2 + eps_k max(1, 1/gamma_k) P``,
 
     a standard problem with per-user noise (rows of ``H_hat`` scaled by ``1/sigma_k``), i.e.
-    the digital sub-problem (12) of Schynol et al. with a loaded noise. The least fixed point
+    the digital sub-problem (12) of Schynol and Pesavento with a loaded noise. The least fixed point
     ``P = P_min(sigma^2 + eps max(1, 1/gamma) P)`` is reached by the monotone iteration from
     ``P = 0``; samples whose ``P`` exceeds ``max_power`` or that do not converge within
     ``outer_iters`` are infeasible. Chapter: *Hybrid beamforming under imperfect CSI*.

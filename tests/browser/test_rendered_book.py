@@ -4,12 +4,18 @@ Run after ``jupyter-book build`` (``make browser``). The pages are served from a
 local HTTP server and every request to any other host is blocked, so a page
 that still depends on a CDN (MathJax, require.js, the widget manager) fails
 here exactly as it would for a reader without a network.
+
+Every page is also opened once in a 1,000 px wide window, as on a small laptop, with every
+folded block opened: there no display equation may be wider than the column it sits in, no
+output may be a stray object representation (``<matplotlib.legend.Legend at 0x...>``), and a
+screenshot of the page as the reader first sees it is saved in ``_build/screenshots/``.
 """
 
 from __future__ import annotations
 
 import functools
 import http.server
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -21,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 HTML = ROOT / "_build" / "html"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOT = ROOT / "_build" / "screenshot-channels.png"
+SCREENSHOTS = ROOT / "_build" / "screenshots"
+NARROW = {"width": 1000, "height": 900}
 
 pytestmark = [
     pytest.mark.skipif(not (HTML / "index.html").exists(), reason="build the book first"),
@@ -77,8 +85,8 @@ class PageLog:
         self.blocked: list[str] = []
 
 
-def _open(browser, server, rel: str):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+def _open(browser, server, rel: str, viewport=None):
+    context = browser.new_context(viewport=viewport or {"width": 1280, "height": 900})
     page = context.new_page()
     log = PageLog()
     host = urlparse(server).netloc
@@ -157,3 +165,183 @@ def test_chapter_math_figures_widgets_and_folded_solution(browser, server):
     assert not log.errors, log.errors
     assert not log.blocked, log.blocked
     context.close()
+
+
+# ---- every page at a 1,000 px window --------------------------------------------------------
+
+#: Text outputs that are the representation of an object a cell returned by accident
+#: (``ax.legend()`` as the last line instead of ``ax.legend();``).
+STRAY_REPR = re.compile(
+    r"<matplotlib\.[\w.]+ (?:at|object at) 0x[0-9a-fA-F]+>"
+    r"|<Figure size [\d.]+x[\d.]+ with \d+ Axes>"
+    r"|\[<matplotlib\.[\w.]+ object at 0x"
+    r"|<[\w.]+ object at 0x[0-9a-fA-F]+>"
+    r"|^\[?Text\([-\d.e]+, [-\d.e]+, '.*'\)",  # ax.set_title(...) as a cell's last line
+    re.MULTILINE,
+)
+
+#: Open every folded block (solutions, hidden inputs), so that what a reader can unfold is
+#: measured too.
+_UNFOLD = """() => {
+    document.querySelectorAll('.toggle-hidden').forEach(e => e.classList.remove('toggle-hidden'));
+    document.querySelectorAll('details').forEach(d => { d.open = true; });
+}"""
+
+#: Every typeset display equation: its label, number and first characters, the width it needs
+#: (its typeset math) and the width it has (its container, and the text column).
+_DISPLAY_MATH = """() => {
+    const column = document.querySelector('article.bd-article') || document.querySelector('main');
+    const colRight = column.getBoundingClientRect().right;
+    const doc = window.MathJax && MathJax.startup && MathJax.startup.document;
+    const out = [];
+    for (const c of document.querySelectorAll('mjx-container[display="true"]')) {
+        const box = c.closest('div.math') || c.parentElement;
+        const math = c.querySelector('mjx-math') || c;
+        const r = math.getBoundingClientRect();
+        if (r.width === 0) continue;  // not displayed (e.g. inside a hidden cell output)
+        let tex = '';
+        try { tex = doc.getMathItemsWithin(c)[0].math; } catch (e) { tex = c.textContent; }
+        const eqno = box.querySelector('.eqno');
+        out.push({
+            label: (box.id || '').replace(/^equation-/, ''),
+            number: eqno ? eqno.textContent.replace('#', '').trim() : '',
+            tex: tex.trim().replace(/\\s+/g, ' ').slice(0, 60),
+            needed: Math.ceil(Math.max(r.width, c.scrollWidth)),
+            available: Math.floor(Math.min(c.clientWidth, box.clientWidth)),
+            beyond_column: Math.round(r.right - colRight),
+        });
+    }
+    return out;
+}"""
+
+#: Text outputs of code cells, with the cell's position and the first line of its code.
+_CELL_OUTPUTS = """() => Array.from(document.querySelectorAll('div.cell')).map((cell, i) => ({
+    cell: i + 1,
+    code: ((cell.querySelector('.cell_input pre') || {}).textContent || '').split('\\n')[0],
+    text: Array.from(cell.querySelectorAll('.cell_output pre, .cell_output .output'))
+        .map(o => o.textContent).join('\\n'),
+}))"""
+
+
+def _typeset(page):
+    """Wait until MathJax has typeset the page (if it has math) and its fonts are loaded."""
+    if page.evaluate("!!document.querySelector('script[src*=\"mathjax\"]')"):
+        page.wait_for_function("window.MathJax && MathJax.startup && MathJax.startup.promise")
+        page.evaluate("MathJax.startup.promise")
+    page.evaluate("document.fonts.ready.then(() => true)")
+
+
+@pytest.fixture(scope="module")
+def narrow(browser, server):
+    """What each page shows at a 1,000 px window: ``{page: {...}}``; saves the screenshots."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    seen = {}
+    for rel in _pages():
+        context, page, log = _open(browser, server, rel, viewport=NARROW)
+        _typeset(page)
+        # the whole page as it first appears (the API reference, far longer: its first screen)
+        tall = page.evaluate("document.documentElement.scrollHeight") > 40 * NARROW["height"]
+        page.screenshot(path=str(SCREENSHOTS / f"{Path(rel).stem}.png"), full_page=not tall)
+        page.evaluate(_UNFOLD)
+        page.wait_for_timeout(100)
+        seen[rel] = {
+            "math": page.evaluate(_DISPLAY_MATH),
+            "cells": page.evaluate(_CELL_OUTPUTS),
+            "title": page.title(),
+            "icon": page.evaluate(
+                "(() => { const l = document.querySelector('link[rel~=\"icon\"]');"
+                " return l ? fetch(l.href).then(r => [l.href, r.status,"
+                " r.headers.get('content-type')]) : null; })()"
+            ),
+            "links": page.evaluate("Array.from(document.querySelectorAll('a[href]'), a => a.href)"),
+        }
+        context.close()
+    return seen
+
+
+def test_no_display_equation_wider_than_its_column(narrow):
+    """At a 1,000 px window every display equation fits its container (nothing clipped or
+    scrolled sideways); a long one is split with ``aligned`` or ``split``."""
+    assert sum(len(p["math"]) for p in narrow.values()) > 20, "no display equations measured"
+    too_wide = [
+        f"{rel}: {eq['number'] or '(unnumbered)'} {eq['label'] or ''} needs {eq['needed']} px, "
+        f"has {eq['available']} px ({eq['beyond_column']:+d} px past the column): {eq['tex']}"
+        for rel, p in narrow.items()
+        for eq in p["math"]
+        if eq["needed"] > eq["available"] + 1 or eq["beyond_column"] > 1
+    ]
+    assert not too_wide, "display equations wider than their column:\n" + "\n".join(too_wide)
+
+
+def test_no_stray_object_representations_in_outputs(narrow):
+    """No cell shows ``<matplotlib.legend.Legend at 0x...>``, ``<Figure size ...>`` or
+    ``[<matplotlib.lines.Line2D ...>]``: end the plotting line with ``;``."""
+    assert sum(len(p["cells"]) for p in narrow.values()) > 50, "no code cells found"
+    stray = [
+        f"{rel} cell {c['cell']} ({c['code']!r}): {m.group(0)}"
+        for rel, p in narrow.items()
+        for c in p["cells"]
+        for m in STRAY_REPR.finditer(c["text"])
+    ]
+    assert not stray, "stray object representations:\n" + "\n".join(stray)
+
+
+def test_page_titles_name_the_book_once_and_show_the_favicon(narrow):
+    import yaml
+
+    book = yaml.safe_load((ROOT / "_config.yml").read_text())["title"]
+    problems = []
+    for rel, p in narrow.items():
+        if p["title"].count(book) != 1 or p["title"].strip() == book:
+            problems.append(f"{rel}: title {p['title']!r} does not name the page and the book once")
+        icon = p["icon"]
+        if not icon or icon[1] != 200 or not (icon[2] or "").startswith("image/"):
+            problems.append(f"{rel}: favicon {icon}")
+    assert not problems, problems
+
+
+def test_launch_and_repository_buttons_use_the_configured_repository(narrow):
+    """Binder, Colab, the repository and issue buttons and the preface's links all name the
+    one repository of ``_config.yml`` (``repository.url``)."""
+    import yaml
+
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"].rstrip("/")
+    org_repo = urlparse(url).path.strip("/")
+    chapter = narrow["book/channels.html"]["links"]
+    binder = [h for h in chapter if "mybinder.org/v2/" in h]
+    colab = [h for h in chapter if "colab.research.google.com/" in h]
+    assert binder and all(f"/v2/gh/{org_repo}/" in h for h in binder), binder
+    assert colab and all(f"/github/{org_repo}/" in h for h in colab), colab
+    assert url in chapter, f"no repository button to {url}"
+    for rel in ("book/intro.html", "book/building.html", "book/channels.html"):
+        github = [h for h in narrow[rel]["links"] if urlparse(h).netloc == "github.com"]
+        others = [h for h in github if not h.startswith(url)]
+        assert github and not others, f"{rel}: links to another repository {others}"
+
+
+def test_bibliography_labels_are_the_author_year_citations(browser, server):
+    """A citation "(Schynol and Pesavento, 2026)" leads to the entry labelled
+    "Schynol and Pesavento, 2026" on the bibliography page, not to "[31]"."""
+    context, page, log = _open(browser, server, "book/bibliography.html")
+    labels = page.evaluate(
+        "Object.fromEntries(Array.from(document.querySelectorAll('.citation[id]'), c =>"
+        " [c.id, c.querySelector('.label').textContent.replace(/^\\[|\\]$/g, '').trim()]))"
+    )
+    context.close()
+    assert len(labels) >= 10, labels
+    cited, wrong = 0, {}
+    for rel in _pages():
+        html = (HTML / rel).read_text()
+        for target, text in re.findall(
+            r'<a class="reference internal" href="bibliography\.html#(id\d+)"[^>]*>(.*?)</a>', html
+        ):
+            text = re.sub(r"<[^>]+>", "", text).replace("\xa0", " ").strip()
+            if not re.search(r", \d{4}[a-z]?$", text):
+                continue  # a textual citation "Pellaco et al. [2020]" links its parts
+            cited += 1
+            if labels.get(target) != text:
+                wrong.setdefault(f"({text}) -> [{labels.get(target)}]", rel)
+    assert cited >= 10, "no author-year citations found"
+    assert not wrong, "citations whose entry has another label:\n" + "\n".join(
+        f"{pair} (first in {rel})" for pair, rel in sorted(wrong.items())
+    )
