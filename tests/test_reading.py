@@ -97,3 +97,10 @@ def test_code_fits_the_page(path):
             long_cells.append((i, len(lines)))
     assert not long_lines, f"{path.name}: code lines over {MAX_LINE} characters: {long_lines}"
     assert not long_cells, f"{path.name}: cells over {MAX_CELL_LINES} lines: {long_cells}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_learning_goals_box_looks_the_same_everywhere(path):
+    opening = next(c for _, c, _ in _cells(path) if c.cell_type == "markdown").source
+    box = "```{admonition} Learning goals\n:class: note\nAfter this chapter you can\n"
+    assert box in opening, f"{path.name}: the learning goals are not the book's note box"
