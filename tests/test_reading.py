@@ -104,3 +104,35 @@ def test_learning_goals_box_looks_the_same_everywhere(path):
     opening = next(c for _, c, _ in _cells(path) if c.cell_type == "markdown").source
     box = "```{admonition} Learning goals\n:class: note\nAfter this chapter you can\n"
     assert box in opening, f"{path.name}: the learning goals are not the book's note box"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_every_figure_is_numbered_captioned_and_described(path):
+    """Figure cells carry ``mystnb.figure`` (caption, ``fig-`` name) and ``mystnb.image.alt``.
+
+    myst-nb then renders the output as a numbered figure with its caption; the text refers to
+    it with ``{numref}`` and a screen reader reads the alternative text instead of a file path.
+    """
+    nb_text = "\n".join(c.source for _, c, _ in _cells(path) if c.cell_type == "markdown")
+    bad = []
+    for i, cell, _ in _cells(path):
+        if cell.cell_type != "code":
+            continue
+        kinds = {"image/png", "image/svg+xml"}
+        images = [o for o in cell.outputs if kinds & set(o.get("data", {}))]
+        if not images:
+            continue
+        meta = cell.metadata.get("mystnb", {})
+        fig, img = meta.get("figure", {}), meta.get("image", {})
+        name = str(fig.get("name", ""))
+        if len(images) != 1:
+            bad.append((i, f"{len(images)} images in one cell"))
+        if len(str(fig.get("caption", "")).split()) < 6:
+            bad.append((i, "no caption of at least six words"))
+        if not name.startswith("fig-"):
+            bad.append((i, "no figure name fig-..."))
+        elif f"{{numref}}`{name}`" not in nb_text and f"<{name}>`" not in nb_text:
+            bad.append((i, f"{name} is not referenced from the text"))
+        if len(str(img.get("alt", "")).split()) < 4:
+            bad.append((i, "no alternative text"))
+    assert not bad, f"{path.name}: {bad}"

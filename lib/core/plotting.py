@@ -33,7 +33,20 @@ _MARKER = {"classical": "o", "learned": "s", "bound": None, "data": "^", "other"
 
 
 def use_book_style() -> None:
-    """Apply the book's matplotlib style (call once per notebook)."""
+    """Apply the book's matplotlib style (call once per notebook).
+
+    In a notebook, figures are stored as PNGs at twice their display resolution ("retina":
+    the output's width metadata keeps the display size), so they stay sharp on high-density
+    screens and when zoomed.
+    """
+    try:  # only inside IPython with the inline backend
+        from IPython import get_ipython
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+        if get_ipython() is not None:
+            set_matplotlib_formats("retina")
+    except ImportError:  # plain Python: nothing to configure
+        pass
     mpl.rcParams.update(
         {
             "figure.figsize": (6.4, 4.0),
