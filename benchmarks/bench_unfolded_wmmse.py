@@ -5,7 +5,7 @@
    ``--old-commit`` (before the checks moved out of the layers), loaded from ``git show`` into a
    temporary file and imported next to today's ``lib``. Both are timed interleaved in one run
    (``--repeats`` rounds of ``--inner`` steps each, medians), and the ratio new / old is
-   printed; the issue asks for at least 15 % less time.
+   printed; the target is at least 15 % less time.
 2. **Per-batch table**: real flops per channel (``lib.learn.flops``), the median wall time of
    one batch and both as ratios to the unfolded WMMSE with the same number of layers /
    iterations, next to WMMSE, ZF and RZF. The step sizes are those of the stored sweep when

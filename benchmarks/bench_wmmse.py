@@ -8,7 +8,7 @@ Both run the same iterations from the same matched-filter start: MMSE receivers 
 weights w, and the closed-form beamformer with mu found by bisection on the eigenvalues
 (Pellaco et al., eqs. (5)-(8)); the NumPy version loops over channels in Python, the way
 the algorithm is usually written. The script checks that the two agree (equal WSR) and prints
-both times, both mean WSRs and the speed-up ratio (target >= 100x, issue 10).
+both times, both mean WSRs and the speed-up ratio (target >= 100x).
 """
 
 from __future__ import annotations

@@ -425,6 +425,18 @@ def _names(n: int, names: Sequence[str] | None) -> list[str]:
     return names
 
 
+def _collect(tensors, names, attr: str) -> list:
+    """``(label, tensor.<attr>)`` of every tensor that is not ``None`` (TypeError otherwise)."""
+    seen = []
+    for t, label in zip(tensors, _names(len(tensors), names)):
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{label} must be a torch.Tensor, got {type(t).__name__}")
+        seen.append((label, getattr(t, attr)))
+    return seen
+
+
 def same_device(*tensors, names: Sequence[str] | None = None) -> torch.device | None:
     """Check that the given tensors live on one device and return it.
 
@@ -447,21 +459,12 @@ def same_device(*tensors, names: Sequence[str] | None = None) -> torch.device | 
     ValueError
         The tensors are on different devices; the message lists each argument's device.
     """
-    labels = _names(len(tensors), names)
-    seen: list[tuple[str, torch.device]] = []
-    for t, label in zip(tensors, labels):
-        if t is None:
-            continue
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{label} must be a torch.Tensor, got {type(t).__name__}")
-        seen.append((label, t.device))
-    if not seen:
-        return None
-    if any(d != seen[0][1] for _, d in seen):
+    seen = _collect(tensors, names, "device")
+    if seen and any(d != seen[0][1] for _, d in seen):
         where = ", ".join(f"{label} on {d}" for label, d in seen)
         together = ", ".join(label for label, _ in seen)
         raise ValueError(f"{together} must be on the same device, got {where}")
-    return seen[0][1]
+    return seen[0][1] if seen else None
 
 
 def same_dtype(*tensors, names: Sequence[str] | None = None) -> torch.dtype | None:
@@ -484,21 +487,12 @@ def same_dtype(*tensors, names: Sequence[str] | None = None) -> torch.dtype | No
     TypeError
         An entry is not a tensor, or the dtypes differ (the message lists each one).
     """
-    labels = _names(len(tensors), names)
-    seen: list[tuple[str, torch.dtype]] = []
-    for t, label in zip(tensors, labels):
-        if t is None:
-            continue
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{label} must be a torch.Tensor, got {type(t).__name__}")
-        seen.append((label, t.dtype))
-    if not seen:
-        return None
-    if any(d != seen[0][1] for _, d in seen):
+    seen = _collect(tensors, names, "dtype")
+    if seen and any(d != seen[0][1] for _, d in seen):
         what = ", ".join(f"{label} is {d}" for label, d in seen)
         together = ", ".join(label for label, _ in seen)
         raise TypeError(f"{together} must have the same dtype, got: {what}")
-    return seen[0][1]
+    return seen[0][1] if seen else None
 
 
 # --------------------------------------------------------------------------- #
