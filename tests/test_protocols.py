@@ -159,6 +159,15 @@ def test_sparse_estimator_contract(name, dtype):
         assert nmse < 1.0, nmse
 
 
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+@pytest.mark.parametrize("name", sorted(methods.SPARSE_ESTIMATORS))
+def test_sparse_estimator_rejects_a_bad_noise_variance(name, bad):
+    A, _, y, _ = _sparse_problem()
+    est = methods.SPARSE_ESTIMATORS[name](A, p=P_S, T=T_S)
+    with pytest.raises(ValueError, match="noise_var"):
+        est(y, A, bad)
+
+
 @pytest.mark.parametrize("name", sorted(methods.SPARSE_ESTIMATORS))
 def test_sparse_estimator_takes_A_or_says_it_cannot(name):
     A, x, y, noise_var = _sparse_problem(seed=0)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 
 from lib.chapters import pretrained_sparse
-from lib.core.checks import check_positive_int, check_real
+from lib.core.checks import check_positive_int, check_real, per_sample
 from lib.learn.unrolled_amp import LAMP, OAMPNet
 from lib.learn.unrolled_sparse import LISTA, LeanISTA, MLPRecovery, with_matrix
 from lib.learn.unrolling import UnrolledModel
@@ -41,7 +41,8 @@ class IterativeEstimator:
     iters : int
         Number of iterations ``T``.
     uses_noise_var : bool
-        Whether ``noise_var`` is passed on (VAMP, OAMP); ISTA, FISTA and AMP ignore it.
+        Whether the algorithm uses ``noise_var`` (VAMP, OAMP); ISTA, FISTA and AMP validate
+        and ignore it.
     **settings
         Fixed keyword settings (``lam``, ``step``, ``denoiser``, ``alpha``, ``p``, ...).
     """
@@ -55,9 +56,8 @@ class IterativeEstimator:
         self.settings = settings
 
     def _run(self, y, A, noise_var, history: bool):
-        kw = dict(self.settings, iters=self.iters, history=history)
-        if self.uses_noise_var:
-            kw["noise_var"] = noise_var
+        # every algorithm validates noise_var; only VAMP and OAMP use it
+        kw = dict(self.settings, iters=self.iters, history=history, noise_var=noise_var)
         return self.algorithm(y, A, **kw)
 
     def __call__(self, y: torch.Tensor, A: torch.Tensor, noise_var) -> torch.Tensor:
@@ -148,7 +148,11 @@ class UnrolledEstimator:
 
     def stack(self, y: torch.Tensor, A: torch.Tensor, noise_var) -> torch.Tensor:
         """Per-layer estimates ``(T, B, N)`` (``T = 1`` for the MLP)."""
-        return self._model_for(y, A)(y, noise_var)
+        model = self._model_for(y, A)
+        per_sample(
+            noise_var, "noise_var", y.shape[0], dtype=y.dtype, device=y.device, allow_zero=True
+        )
+        return model(y, noise_var)
 
     def __call__(self, y: torch.Tensor, A: torch.Tensor, noise_var) -> torch.Tensor:
         """The last layer's estimate, ``(B, N)``."""
