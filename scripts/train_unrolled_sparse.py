@@ -1,74 +1,196 @@
 """Paper-scale training of the unrolled sparse-recovery networks (chapters unrolling_*).
 
 Reference problem: M=250, N=500, p=0.1, SNR 40 dB, Gaussian A (seed 0), T=16 layers.
+
+**One protocol for every network** (after Borgerding, Schniter & Rangan's reference code),
+executed by :func:`lib.learn.fit` with a fixed validation set (``--val-size`` samples, seed
+4321, disjoint from the training stream and from the test set):
+
+1. *learning-rate sweep*: for every base rate of the network's grid (``LR_GRID``) the protocol
+   below is run on the first ``--sweep-layers`` layers; the rate with the best validation NMSE
+   at that depth is kept (all sweep results are stored);
+2. *layer-wise stages*: for ``t = 1..T``, train layer ``t`` alone at the base rate, then layers
+   ``1..t`` jointly at ``0.5, 0.1, 0.01`` times the base rate; every stage runs until
+   ``--patience`` steps pass without a validation improvement of more than ``--min-delta``
+   dB (validation every ``--val-every`` steps, best weights restored at the end of the
+   stage);
+3. *final joint fine-tuning* of all layers at ``0.1`` and ``0.01`` times the base rate, each
+   until ``--final-patience`` steps pass without improvement.
+
+Every step draws a fresh batch (``--batch``). The black-box MLP has no layers to grow: it trains
+at the base rate, then at ``0.2`` and ``0.02`` times it, each stage until ``--mlp-patience``
+steps without improvement, for each shape in ``MLP_SHAPES``; the shape and rate with the best
+validation NMSE is stored as ``mlp``.
+
 Writes to ``--out`` (default ``results/unrolled_sparse``):
 
 * ``<name>.pt``      state dict of each trained model (float32, ``torch.load(weights_only=True)``)
 * ``A.pt``           the sensing matrix ``{"A": ...}`` (float64)
-* ``results.json``   per-layer test NMSE (dB) of each model, the parameter counts, training
-                     times, and the exact command line that produced the files.
+* ``results.json``   per network: test NMSE (dB) per layer at initialisation and trained, the
+                     learning-rate sweep, the validation curve, parameters, steps, samples, CPU
+                     seconds and the exact command that trained it. Several processes may train
+                     different networks into the same directory at once (the file is locked
+                     and merged).
 
-The reference problem (``REFERENCE``), the model registry (``build``), the test set and
-``load`` live in ``lib.chapters.pretrained_sparse``, which the chapters and the tests import.
-Training is :func:`lib.learn.train_unrolled` (layer-wise growth, then fine-tuning, on
-:func:`lib.learn.fit`); ``--checkpoint-every N --resume`` continues an interrupted run from
-``_build/checkpoints/unrolled_sparse`` (finished networks are skipped, the interrupted one
-resumes bit for bit).
+Usage (CPU, one thread per process; two processes share the networks)::
 
-Usage (CPU, about 15-25 minutes on one thread)::
-
-    nice python scripts/train_unrolled_sparse.py --checkpoint-every 200
-    nice python scripts/train_unrolled_sparse.py --checkpoint-every 200 --resume   # after a stop
-    python scripts/train_unrolled_sparse.py --device cuda --scale 4   # longer runs on a GPU
+    nice python scripts/train_unrolled_sparse.py --models alista lista_cp lean_ista mlp
+    nice python scripts/train_unrolled_sparse.py --models tista lamp_bg oamp_net
+    ... --resume          # after a stop: finished networks are skipped, the rest restart
+    python scripts/train_unrolled_sparse.py --device cuda --patience 1000   # on a GPU
 """
 
 from __future__ import annotations
 
+import fcntl
+import math
 import time
+from pathlib import Path
 
 import torch
 
 from lib import sparse
 from lib.chapters.pretrained_sparse import (
+    MLP_SHAPE,
     MODELS,
     REFERENCE,
     build,
     generate_reference_matrix,
     test_set,
 )
-from lib.learn import count_parameters, train_unrolled
-from lib.learn.unrolled_sparse import make_sampler, nmse_loss
+from lib.learn import Stage, count_parameters, fit, growth_plan, lr_stages
+from lib.learn.unrolled_sparse import MLPRecovery, make_sampler, nmse_loss
 
 try:
     from scripts import _cli
 except ImportError:  # run as `python scripts/train_unrolled_sparse.py`
     import _cli
 
+#: Base learning rates swept per network (Adam).
+LR_GRID = {
+    "lista_cp": (1e-4, 3e-4, 1e-3),
+    "mlp": (3e-4, 1e-3, 3e-3),
+}
+DEFAULT_GRID = (3e-3, 1e-2, 3e-2)
+#: (hidden width, hidden layers) of the black-box MLPs tried.
+MLP_SHAPES = ((512, 2), (1024, 2), (1024, 3))
+VAL_SEED = 4321
+
+
+def protocol(T, patience, final_patience, *, max_steps=10**6, final=True):
+    """The plan: layer-wise grow/refine stages, then the final joint fine-tuning."""
+    plan = growth_plan(
+        T,
+        steps_per_layer=max_steps,
+        refine_steps=max_steps,
+        refine_factors=(0.5, 0.1, 0.01),
+        patience=patience,
+    )
+    if final:
+        plan += lr_stages(
+            max_steps,
+            (0.1, 0.01),
+            patience=final_patience,
+            name="final",
+            forward_kwargs={"n_layers": T},
+        )
+    return plan
+
+
+def mlp_plan(patience, max_steps=10**6):
+    return lr_stages(max_steps, (1.0, 0.2, 0.02), patience=patience, name="mlp")
+
+
+def val_db(model, batch, state):
+    """Validation metric: NMSE (dB) of the last layer of the network the stage trains."""
+    (y, nv), x = batch
+    model.eval()
+    with torch.no_grad():
+        out = model(y, nv, **state.stage.forward_kwargs)
+        return float(10 * torch.log10(nmse_loss(out, x)))
+
+
+class _Depth:
+    """A stand-in for the trainer state: ``val_db`` at a given depth (``None``: all layers)."""
+
+    def __init__(self, t):
+        self.stage = Stage("eval", forward_kwargs={} if t is None else {"n_layers": t})
+
+
+def train(model, plan, lr, sampler, val, args, ckpt, desc):
+    return fit(
+        model,
+        nmse_loss,
+        sampler,
+        plan=plan,
+        lr=lr,
+        batch_size=args.batch,
+        val_data=val,
+        val_fn=val_db,
+        val_every=args.val_every,
+        min_delta=args.min_delta,
+        seed=args.seed,
+        device=args.device,
+        progress=args.progress,
+        checkpoint=ckpt,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        desc=desc,
+    )
+
+
+def curve(hist):
+    """The validation curve and the stage boundaries, compactly."""
+    return {
+        "val_step": hist.val_step,
+        "val_nmse_db": [round(v, 3) for v in hist.val_metric],
+        "stage_starts": [[i, s] for i, s in hist.boundaries()],
+    }
+
+
+def update_results(path: Path, name: str, record: dict, problem: dict) -> None:
+    """Merge one network's record into ``results.json`` under an exclusive lock."""
+    lock = path.with_name(path.name + ".lock")
+    with open(lock, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        results = _cli.load_results(path, {"models": {}})
+        results["problem"] = problem
+        results["protocol"] = __doc__.split("**One protocol")[1].split("Writes to")[0].strip()
+        results["models"][name] = record
+        _cli.write_results(path, results)
+        fcntl.flock(fh, fcntl.LOCK_UN)
+
 
 def main(argv=None):
     ap = _cli.parser(__doc__, "results/unrolled_sparse")
     ap.add_argument("--models", nargs="*", default=MODELS)
-    ap.add_argument("--steps-per-layer", type=int, default=30)
-    ap.add_argument("--refine-steps", type=int, default=20)
-    ap.add_argument("--finetune-steps", type=int, default=300)
-    ap.add_argument("--mlp-steps", type=int, default=4000)
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--lr", type=float, default=1e-2)
-    ap.add_argument("--lista-lr", type=float, default=1e-4)
-    ap.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
+    ap.add_argument("--patience", type=int, default=100, help="steps, grow/refine stages")
+    ap.add_argument("--final-patience", type=int, default=400, help="steps, final fine-tuning")
+    ap.add_argument("--mlp-patience", type=int, default=1000)
+    ap.add_argument("--val-every", type=int, default=20)
+    ap.add_argument(
+        "--min-delta",
+        type=float,
+        default=0.01,
+        help="dB: smaller gains are no "
+        "improvement for the patience (the best weights are kept anyway)",
+    )
+    ap.add_argument("--val-size", type=int, default=1000)
+    ap.add_argument("--sweep-layers", type=int, default=4)
     args = ap.parse_args(argv)
     out = _cli.setup(args)
+    command = _cli.command_line("train_unrolled_sparse.py", argv)
     dtype = torch.float32
     A64 = generate_reference_matrix()
     torch.save({"A": A64}, out / "A.pt")
     A = A64.to(dtype)
     ref = REFERENCE
     sampler = make_sampler(A, ref.p, ref.snr_db)
+    val = sampler(args.val_size, torch.Generator().manual_seed(VAL_SEED))
     y, nv, x = test_set(A)
     res_path = out / "results.json"
-    results = _cli.load_results(res_path, {"models": {}})
-    results["command"] = _cli.command_line("train_unrolled_sparse.py", argv)
-    results["problem"] = {
+    problem = {
         "M": ref.M,
         "N": ref.N,
         "p": ref.p,
@@ -77,63 +199,146 @@ def main(argv=None):
         "lam": ref.lam,
         "matrix": "gaussian_matrix(250, 500), torch.Generator seed 0",
         "test_set": "make_sampler(A, 0.1, 40)(2000, Generator seed 1234), float32",
+        "validation_set": f"make_sampler(A, 0.1, 40)({args.val_size}, seed {VAL_SEED})",
     }
-    sc = args.scale
-    for name in args.models:
-        if name == "mlp":
-            kw = dict(finetune_steps=int(args.mlp_steps * sc), lr=1e-3)
-        else:
-            lr = args.lista_lr if name == "lista_cp" else args.lr
-            kw = dict(
-                steps_per_layer=int(args.steps_per_layer * sc),
-                refine_steps=int(args.refine_steps * sc),
-                finetune_steps=int(args.finetune_steps * sc),
-                lr=lr,
-                finetune_lr=lr / 3,
-            )
-        done = results["models"].get(name, {})
-        if args.resume and done.get("train_kwargs") == kw and (out / f"{name}.pt").exists():
-            print(f"{name:12s} already trained with these settings (--resume): skipped", flush=True)
-            continue
-        torch.manual_seed(args.seed)
-        model = build(name, A)
-        ckpt = args.checkpoints / f"{name}.ckpt"
-        t0 = time.time()
-        hist = train_unrolled(
-            model,
-            sampler,
-            nmse_loss,
-            batch_size=args.batch,
-            seed=args.seed,
-            device=args.device,
-            progress=args.progress,
-            checkpoint=ckpt,
-            checkpoint_every=args.checkpoint_every,
-            resume=args.resume,
-            **kw,
+    settings = {
+        k: getattr(args, k)
+        for k in (
+            "batch",
+            "patience",
+            "final_patience",
+            "mlp_patience",
+            "val_every",
+            "min_delta",
+            "val_size",
+            "sweep_layers",
+            "seed",
         )
-        secs = hist.time[-1] if len(hist) else time.time() - t0  # includes resumed parts
-        model.cpu()
+    }
+
+    def test_db(model):
+        model.eval()
         with torch.no_grad():
-            per_layer = sparse.nmse_db(model(y, nv), x).tolist()
+            return [round(v, 3) for v in sparse.nmse_db(model.cpu()(y, nv), x).tolist()]
+
+    for name in args.models:
+        done = _cli.load_results(res_path, {"models": {}})["models"].get(name, {})
+        if args.resume and done.get("settings") == settings and (out / f"{name}.pt").exists():
+            print(f"{name:10s} already trained with these settings (--resume): skipped", flush=True)
+            continue
+        t0 = time.process_time()
+        sweep = []
+        if name == "mlp":
+            candidates = [(shape, lr) for shape in MLP_SHAPES for lr in LR_GRID["mlp"]]
+            best = (math.inf, None, None)
+            for shape, lr in candidates:
+                torch.manual_seed(args.seed)
+                model = MLPRecovery(ref.M, ref.N, hidden=shape[0], depth=shape[1], dtype=dtype)
+                tag = f"mlp-{shape[0]}x{shape[1]}-lr{lr:g}"
+                hist = train(
+                    model,
+                    mlp_plan(args.mlp_patience),
+                    lr,
+                    sampler,
+                    val,
+                    args,
+                    args.checkpoints / f"{tag}.ckpt",
+                    tag,
+                )
+                metric = val_db(model, val, _Depth(None))
+                sweep.append(
+                    {
+                        "hidden": shape[0],
+                        "depth": shape[1],
+                        "lr": lr,
+                        "val_nmse_db": round(metric, 3),
+                        "steps": len(hist),
+                        "test_nmse_db": test_db(model)[-1],
+                        **curve(hist),
+                    }
+                )
+                print(f"  {tag}: val {metric:.2f} dB after {len(hist)} steps", flush=True)
+                if metric < best[0]:
+                    best = (metric, model, hist, shape, lr)
+            _, model, hist, shape, lr = best
+            init_db = None
+            if tuple(shape) != tuple(MLP_SHAPE):
+                print(
+                    f"  NOTE: the best shape {shape} differs from MLP_SHAPE {MLP_SHAPE}: "
+                    "update lib.chapters.pretrained_sparse.MLP_SHAPE",
+                    flush=True,
+                )
+        else:
+            for lr in LR_GRID.get(name, DEFAULT_GRID):
+                torch.manual_seed(args.seed)
+                model = build(name, A)
+                plan = protocol(args.sweep_layers, args.patience, args.final_patience, final=False)
+                hist = train(
+                    model,
+                    plan,
+                    lr,
+                    sampler,
+                    val,
+                    args,
+                    args.checkpoints / f"{name}-sweep-lr{lr:g}.ckpt",
+                    f"{name} sweep lr={lr:g}",
+                )
+                metric = val_db(model, val, _Depth(args.sweep_layers))
+                sweep.append(
+                    {
+                        "lr": lr,
+                        "layers": args.sweep_layers,
+                        "val_nmse_db": round(metric, 3),
+                        "steps": len(hist),
+                    }
+                )
+                print(
+                    f"  {name} sweep lr={lr:g}: val {metric:.2f} dB at "
+                    f"{args.sweep_layers} layers after {len(hist)} steps",
+                    flush=True,
+                )
+            lr = min(sweep, key=lambda r: r["val_nmse_db"])["lr"]
+            torch.manual_seed(args.seed)
+            model = build(name, A)
+            init_db = test_db(model)
+            plan = protocol(ref.T, args.patience, args.final_patience)
+            hist = train(
+                model,
+                plan,
+                lr,
+                sampler,
+                val,
+                args,
+                args.checkpoints / f"{name}.ckpt",
+                f"{name} lr={lr:g}",
+            )
+        cpu = time.process_time() - t0
+        per_layer = test_db(model)
         # fixed matrices are non-persistent buffers: the state dict is the learned parameters
         sd = {k: v.to(torch.float32) for k, v in model.state_dict().items()}
         torch.save(sd, out / f"{name}.pt")
-        results["models"][name] = {
-            "nmse_db_per_layer": [round(v, 3) for v in per_layer],
+        record = {
+            "nmse_db_per_layer": per_layer,
+            "nmse_db_per_layer_init": init_db,
             "params": count_parameters(model),
-            "train_seconds": round(secs, 1),
+            "lr": lr,
+            "lr_sweep": sweep,
             "train_steps": len(hist),
-            "loss_curve_every_10": [round(v, 6) for v in hist.loss[::10]],
-            "train_kwargs": kw,
+            "train_samples": len(hist) * args.batch,
+            "cpu_seconds_incl_sweep": round(cpu, 1),
+            "settings": settings,
+            "command": command,
+            **({"mlp_shape": list(shape)} if name == "mlp" else {}),
+            **curve(hist),
         }
+        update_results(res_path, name, record, problem)
         print(
-            f"{name:12s} params={count_parameters(model):8d} NMSE(T)={per_layer[-1]:7.2f} dB "
-            f"time={secs:6.1f}s",
+            f"{name:10s} params={record['params']:8d} lr={lr:g} NMSE(T)={per_layer[-1]:7.2f} "
+            f"dB steps={len(hist)} cpu={cpu:6.0f}s",
             flush=True,
         )
-        _cli.write_results(res_path, results)
-        ckpt.unlink(missing_ok=True)
+        for f in [*args.checkpoints.glob(f"{name}-*.ckpt"), args.checkpoints / f"{name}.ckpt"]:
+            f.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib.core import first_below, mean_se
+from lib.core import first_below, mean_se, ratio_db_se
 
 
 def test_mean_se_one_dimensional():
@@ -71,3 +71,32 @@ def test_first_below_tensor_and_level_checks():
         first_below([-40.0], float("nan"))
     with pytest.raises(TypeError, match="level must be a real number"):
         first_below([-40.0], "low")
+
+
+def test_ratio_db_se_matches_the_spread_of_repeated_experiments():
+    # paired squared errors with a shared per-signal difficulty: the pairing matters
+    rng = np.random.default_rng(0)
+
+    def draw(n):
+        hard = rng.lognormal(0.0, 1.0, n)
+        return hard * rng.uniform(0.2, 0.8, n), hard * rng.uniform(0.5, 1.5, n)
+
+    a, b = draw(2000)
+    r, se = ratio_db_se(a, b)
+    assert r == pytest.approx(10 * math.log10(a.mean() / b.mean()))
+    reps = np.array([ratio_db_se(*draw(2000))[0] for _ in range(300)])
+    assert se == pytest.approx(reps.std(ddof=1), rel=0.15)  # delta method vs the real spread
+    # an unpaired SE would be larger: the shared difficulty cancels in the ratio
+    unpaired = (
+        10
+        / math.log(10)
+        * math.sqrt(a.var(ddof=1) / a.mean() ** 2 / a.size + b.var(ddof=1) / b.mean() ** 2 / b.size)
+    )
+    assert se < 0.5 * unpaired
+    # batched along dim, identical samples give a zero ratio and a zero error
+    rr, ss = ratio_db_se(np.stack([a, a]), np.stack([b, a]))
+    assert rr.shape == (2,) and rr[1] == 0 and ss[1] == 0
+    for bad, match in [((a, b[:5]), "one shape"), ((a[:1], b[:1]), "at least 2"),
+                       ((-a, b), "non-negative"), ((0 * a, b), "positive means")]:  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            ratio_db_se(*bad)

@@ -250,6 +250,35 @@ def test_vamp_and_oamp_beat_amp_at_condition_number_100():
 # --------------------------------------------------------------------------- #
 # Oracle and NMSE
 # --------------------------------------------------------------------------- #
+def test_lmmse_is_the_best_linear_estimator_and_matches_its_formula():
+    g = torch.Generator().manual_seed(21)
+    A = sp.gaussian_matrix(60, 120, generator=g)
+    x = sp.bernoulli_gaussian(4000, 120, P, generator=g)
+    y, nv = sp.measure(A, x, 20.0, P, generator=g)
+    xh = sp.lmmse(y, A, nv, signal_var=P)
+    # the closed form, solved directly, with a per-sample noise variance too
+    nvs = nv * torch.linspace(0.5, 2.0, 4000, dtype=A.dtype)
+    for noise in (nv, nvs):
+        G = P * A @ A.T + torch.as_tensor(noise).reshape(-1, 1, 1) * torch.eye(60, dtype=A.dtype)
+        direct = P * torch.linalg.solve(G, y.unsqueeze(-1)).squeeze(-1) @ A
+        assert torch.allclose(sp.lmmse(y, A, noise, signal_var=P), direct, rtol=1e-7, atol=1e-9)
+    # its expected NMSE, and 10 log10(1 - M/N) at high SNR
+    emp = float(sp.nmse(xh, x))
+    assert emp == pytest.approx(sp.lmmse_nmse(A, float(nv), signal_var=P), rel=0.03)
+    assert 10 * math.log10(sp.lmmse_nmse(A, 1e-9, signal_var=P)) == pytest.approx(
+        10 * math.log10(0.5), abs=0.01
+    )
+    # any other linear map does worse: perturb the LMMSE matrix in random directions
+    W = sp.lmmse(torch.eye(60, dtype=A.dtype), A, nv, signal_var=P)  # the matrix, as rows
+    for _ in range(3):
+        D = 0.02 * torch.randn(60, 120, generator=g, dtype=A.dtype)
+        assert float(sp.nmse(y @ (W + D), x)) > emp
+    with pytest.raises(ValueError, match="signal_var"):
+        sp.lmmse(y, A, nv, signal_var=0.0)
+    with pytest.raises(ValueError, match="noise_var"):
+        sp.lmmse(y, A, -1.0, signal_var=P)
+
+
 def test_support_oracle_noiseless_is_exact():
     g = torch.Generator().manual_seed(8)
     A = sp.gaussian_matrix(40, 80, generator=g)

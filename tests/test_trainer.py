@@ -140,6 +140,34 @@ def test_early_stopping_restores_the_best_weights():
     assert len(h3) == 3
 
 
+def test_min_delta_ends_a_stage_that_only_creeps_but_keeps_its_best_weights():
+    # a validation metric that improves by 0.001 per step forever: without min_delta the stage
+    # never plateaus; with min_delta=0.01 it ends after `patience` steps of creeping, and the
+    # best (last) weights are still the ones restored
+    model = Affine()
+    calls = []
+
+    def val_fn(m, batch, st):
+        calls.append(1)
+        return -0.001 * len(calls)
+
+    kw = dict(lr=0.01, batch_size=8, val_data=(torch.ones(1), torch.ones(1)), val_fn=val_fn,
+              val_every=1, patience=5, progress=False)  # fmt: skip
+    h = fit(model, mse, line_sampler, steps=40, **kw)
+    assert len(h) == 40  # every validation is an improvement: no early stop
+    calls.clear()
+    h2 = fit(Affine(), mse, line_sampler, steps=40, min_delta=0.01, **kw)
+    assert len(h2) == 5 and h2.best() == (5, h2.val_metric[-1])
+    # a real improvement (> min_delta) resets the patience
+    calls.clear()
+    jumps = iter([0.0, -0.02, -0.021, -0.05, -0.051, -0.052, -0.053, -0.054, -0.055] + [-0.06] * 9)
+    h3 = fit(Affine(), mse, line_sampler, steps=40, min_delta=0.01,
+             **{**kw, "val_fn": lambda m, b, s: next(jumps)})  # fmt: skip
+    assert len(h3) == 8  # improvements > 0.01 at steps 1 and 3, then 5 steps of creeping
+    with pytest.raises(ValueError, match="min_delta"):
+        fit(Affine(), mse, line_sampler, steps=1, min_delta=-1.0, progress=False)
+
+
 def test_lr_decay_on_plateau():
     train, val = _diverging()
     h = fit(Affine(), mse, train, steps=12, lr=0.1, batch_size=8, val_data=val, val_every=1,

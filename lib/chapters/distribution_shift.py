@@ -18,8 +18,9 @@ non-zeros; its defaults are the training point :data:`~lib.chapters.pretrained_s
 :func:`~lib.chapters.shifted_test_set` and :func:`~lib.chapters.with_condition_number` (same
 singular vectors, new singular
 values). :func:`~lib.chapters.evaluate_shift`
-evaluates a dictionary of trained models, the classical references (AMP with the soft threshold,
-AMP with the training prior) and the support oracle on one shifted problem;
+evaluates a dictionary of trained models, the classical references (AMP with the soft threshold;
+AMP, OAMP and VAMP with the training prior; the linear MMSE estimator) and the support oracle on
+one shifted problem;
 :func:`~lib.chapters.reference_shifts` and :func:`~lib.chapters.sweep_shifts` run the chapter's
 four sweeps.
 """
@@ -54,7 +55,7 @@ __all__ = [
 ]
 
 #: Keys that :func:`~lib.chapters.evaluate_shift` adds after the models' own keys.
-REFERENCES = ("amp_soft", "amp_bg", "oracle")
+REFERENCES = ("amp_soft", "amp_bg", "oamp", "vamp", "lmmse", "oracle")
 
 
 def with_condition_number(A: torch.Tensor, kappa: float) -> torch.Tensor:
@@ -171,9 +172,11 @@ def evaluate_shift(
         Test-set size and generator seed.
     references : bool
         Also report, in this order, ``"amp_soft"`` (AMP with the soft threshold, no prior),
-        ``"amp_bg"`` (AMP with the Bernoulli-Gaussian denoiser of the *training* prior
-        ``prior_p``), both with ``iterations`` iterations, and ``"oracle"`` (least squares on
-        the true support).
+        ``"amp_bg"``, ``"oamp"`` and ``"vamp"`` (AMP, OAMP and VAMP with the Bernoulli-Gaussian
+        denoiser of the *training* prior ``prior_p``, unit variance), all with ``iterations``
+        iterations, ``"lmmse"`` (:func:`lib.sparse.lmmse` with the training prior's variance
+        ``prior_p``: the best linear estimator at the training point) and ``"oracle"`` (least
+        squares on the true support).
     iterations : int
     prior_p : float
     diverged_db : float
@@ -198,6 +201,9 @@ def evaluate_shift(
             out["amp_bg"] = sparse.nmse_db(
                 sparse.amp(y, A, iterations, denoiser="bg", p=prior_p), x
             ).item()
+            for key, alg in (("oamp", sparse.oamp), ("vamp", sparse.vamp)):
+                out[key] = sparse.nmse_db(alg(y, A, nv, iterations, p=prior_p), x).item()
+            out["lmmse"] = sparse.nmse_db(sparse.lmmse(y, A, nv, signal_var=prior_p), x).item()
             out["oracle"] = sparse.nmse_db(sparse.support_oracle(y, A, x != 0), x).item()
     return {k: (v if math.isfinite(v) else float(diverged_db)) for k, v in out.items()}
 

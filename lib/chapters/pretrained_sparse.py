@@ -39,7 +39,7 @@ import torch
 from lib import sparse
 from lib.core.checks import check_positive_int, check_real
 from lib.learn.storage import load_file, load_state_dict_file
-from lib.learn.unrolled_amp import LAMP
+from lib.learn.unrolled_amp import LAMP, OAMPNet
 from lib.learn.unrolled_sparse import LISTA, LeanISTA, MLPRecovery, make_sampler
 from lib.learn.unrolling import UnrolledModel
 
@@ -47,6 +47,7 @@ __all__ = [
     "SparseReference",
     "REFERENCE",
     "MODELS",
+    "MLP_SHAPE",
     "RESULTS_DIR",
     "generate_reference_matrix",
     "reference_matrix",
@@ -90,6 +91,10 @@ REFERENCE = SparseReference()
 
 #: Names known to :func:`~lib.chapters.build`, in the order the training script trains them by
 #: default.
+#: (hidden width, hidden layers) of the stored black-box MLP, the shape that won the training
+#: script's sweep over ``MLP_SHAPES`` (the stored results record it).
+MLP_SHAPE = (512, 2)
+
 MODELS = ["lean_ista", "alista", "tista", "tista_soft", "lamp_soft", "lamp_bg", "lista_cp", "mlp"]
 
 #: Default location of the stored weights, ``<repository>/results/unrolled_sparse``.
@@ -145,7 +150,8 @@ def build(name: str, A: torch.Tensor, reference: SparseReference = REFERENCE) ->
     ``lean_ista`` (ISTA, step and threshold per layer), ``alista`` (analytic weight), ``tista`` /
     ``tista_soft`` (pseudo-inverse weight, residual-based error variance, MMSE / soft denoiser),
     ``lamp_soft`` / ``lamp_bg`` (AMP with soft / Bernoulli-Gaussian denoiser), ``lista_cp``
-    (coupled LISTA, full matrices); ``mlp`` is the black-box comparator. ``reference`` gives
+    (coupled LISTA, full matrices), ``oamp_net`` (OAMP with learned step and scale); ``mlp`` is
+    the black-box comparator (shape :data:`MLP_SHAPE`). ``reference`` gives
     ``T``, the sparsity ``p`` of the Bayesian denoisers and the ISTA weight ``lam``.
 
     Returns
@@ -170,9 +176,11 @@ def build(name: str, A: torch.Tensor, reference: SparseReference = REFERENCE) ->
         return LAMP(A, T, denoiser="bg", p=p)
     if name == "lista_cp":
         return LISTA(A, T, lam, coupled=True)
+    if name == "oamp_net":
+        return OAMPNet(A, T, p=p)
     if name == "mlp":
         m, n = A.shape
-        return MLPRecovery(m, n, hidden=512, depth=2, dtype=A.dtype)
+        return MLPRecovery(m, n, hidden=MLP_SHAPE[0], depth=MLP_SHAPE[1], dtype=A.dtype)
     raise ValueError(f"name must be one of {MODELS}, got {name!r}")
 
 

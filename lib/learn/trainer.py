@@ -224,6 +224,7 @@ def fit(
     val_fn: Callable | None = None,
     val_every: int = 100,
     patience: int | None = None,
+    min_delta: float = 0.0,
     restore_best: bool = True,
     lr_decay: float | None = None,
     lr_patience: int | None = None,
@@ -279,6 +280,10 @@ def fit(
     patience : int, optional
         End a stage after ``patience`` steps without validation improvement (a stage's own
         ``patience`` overrides it).
+    min_delta : float
+        A validation counts as an improvement for the patience and the learning-rate decay only
+        when it beats the last such improvement by more than ``min_delta`` (``>= 0``; in the
+        metric's units, e.g. 0.01 for a metric in dB); the best weights are kept either way.
     restore_best : bool
         At the end of each validated stage, load the weights with the best validation metric.
     lr_decay, lr_patience, min_lr
@@ -337,6 +342,7 @@ def fit(
     if lr_patience is not None:
         lr_patience = check_positive_int(lr_patience, "lr_patience")
     min_lr = check_number(min_lr, "min_lr", lo=0)
+    min_delta = check_number(min_delta, "min_delta", lo=0)
     if grad_clip is not None:
         grad_clip = check_number(grad_clip, "grad_clip", lo=0, lo_open=True)
     if clip_quantile is not None:
@@ -399,6 +405,7 @@ def fit(
         "step": 0,
         "elapsed": 0.0,
         "best_metric": math.inf,
+        "ref_metric": math.inf,
         "best_step": -1,
         "since_best": 0,
         "since_decay": 0,
@@ -476,9 +483,11 @@ def fit(
         hist.val_step.append(run["step"])
         hist.val_metric.append(metric)
         hist.val_stage.append(state.stage.name)
+        if metric < run["ref_metric"] - min_delta:
+            run["ref_metric"] = metric
+            run["since_best"] = run["since_decay"] = 0
         if metric < run["best_metric"]:
             run["best_metric"], run["best_step"] = metric, run["step"]
-            run["since_best"] = run["since_decay"] = 0
             if restore_best:
                 run["best_model"] = _snapshot(model)
         state.best_metric, state.best_step = run["best_metric"], run["best_step"]
@@ -512,6 +521,7 @@ def fit(
                 run["lr"] = stage.lr if stage.lr is not None else lr * stage.lr_factor
                 run.update(
                     best_metric=math.inf,
+                    ref_metric=math.inf,
                     best_step=-1,
                     since_best=0,
                     since_decay=0,

@@ -257,7 +257,7 @@ def _oampnet(A, p, T):
     return OAMPNet(A, T, p=p)
 
 
-def _mlp(A, p, T, hidden=512, depth=2):
+def _mlp(A, p, T, hidden=pretrained_sparse.MLP_SHAPE[0], depth=pretrained_sparse.MLP_SHAPE[1]):
     """Black-box MLP ``y -> x`` (:class:`lib.learn.MLPRecovery`, one layer); tied to ``A``."""
     M, N = A.shape
     return MLPRecovery(M, N, hidden=hidden, depth=depth, dtype=A.dtype)

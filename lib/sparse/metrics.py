@@ -1,16 +1,17 @@
 """The book's NMSE (a ratio of sums over the test set, in dB; Sparse recovery chapter, eq.
-``eq-sparse-nmse``) and the support oracle (least squares on the true support), the limit the
-sparse-recovery figures show.
+``eq-sparse-nmse``), the support oracle (least squares on the true support), the limit the
+sparse-recovery figures show, and the linear MMSE estimator, the best any *linear* estimator
+(and hence any network that learns only a linear map) can do.
 """
 
 from __future__ import annotations
 
 import torch
 
-from lib.core.checks import check_tensor, same_device
-from lib.sparse.common import _check_yA
+from lib.core.checks import check_number, check_tensor, same_device
+from lib.sparse.common import _check_yA, _per_sample_col
 
-__all__ = ["support_oracle", "nmse", "nmse_db"]
+__all__ = ["support_oracle", "lmmse", "lmmse_nmse", "nmse", "nmse_db"]
 
 
 # --------------------------------------------------------------------------- #
@@ -67,6 +68,51 @@ def support_oracle(y, A, x_support_mask) -> torch.Tensor:
     out.scatter_(1, order, xs)
     # scatter onto padded indices wrote zeros there; restore exact zeros off the support
     return out * mask
+
+
+def lmmse(y, A, noise_var, *, signal_var: float) -> torch.Tensor:
+    """Linear MMSE estimate for i.i.d. zero-mean entries of variance ``signal_var``.
+
+    ``x_hat = s A^T (s A A^T + sigma^2 I)^{-1} y`` with ``s = signal_var`` (for the book's
+    Bernoulli-Gaussian signals ``s = p a^2``). It uses only the second-order statistics of
+    ``x``, so it is the best *linear* estimator whatever the prior; at high SNR its NMSE tends
+    to ``10 log10(1 - M/N)`` dB for a Gaussian ``A`` (``lmmse_nmse``). Evaluated through
+    ``A A^T = U diag(lambda) U^T``, so a per-sample ``noise_var`` costs no extra solve.
+
+    Parameters
+    ----------
+    y : torch.Tensor
+        ``(B, M)`` real measurements.
+    A : torch.Tensor
+        ``(M, N)``, same dtype and device as ``y``.
+    noise_var : float or torch.Tensor
+        ``sigma^2 >= 0``, a scalar or ``(B,)``.
+    signal_var : float
+        ``s > 0``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``x_hat`` ``(B, N)``.
+    """
+    y, A = _check_yA(y, A)
+    if A.dim() != 2:
+        raise ValueError(f"A must be one (M, N) matrix, got shape {tuple(A.shape)}")
+    s = check_number(signal_var, "signal_var", lo=0, lo_open=True)
+    nv = _per_sample_col(noise_var, "noise_var", y.shape[0], y)  # (B, 1)
+    lam, U = torch.linalg.eigh(A @ A.T)
+    z = (y @ U) / (s * lam + nv)  # (B, M)
+    return s * (z @ U.T) @ A
+
+
+def lmmse_nmse(A: torch.Tensor, noise_var: float, *, signal_var: float) -> float:
+    """Expected NMSE (linear) of :func:`lmmse`: ``1 - (1/N) sum_i s lambda_i / (s lambda_i +
+    sigma^2)``, ``lambda_i`` the eigenvalues of ``A A^T``."""
+    check_tensor(A, "A", ndim=2)
+    s = check_number(signal_var, "signal_var", lo=0, lo_open=True)
+    nv = check_number(noise_var, "noise_var", lo=0)
+    lam = torch.linalg.eigvalsh(A @ A.T)
+    return float(1 - (s * lam / (s * lam + nv)).sum() / A.shape[1])
 
 
 def _check_pair(xhat, x):
