@@ -58,7 +58,7 @@ from lib.chapters.pretrained_sparse import (
     generate_reference_matrix,
     test_set,
 )
-from lib.learn import Stage, count_parameters, fit, growth_plan, lr_stages
+from lib.learn import Stage, count_parameters, fit, lr_stages, plateau_plan
 from lib.learn.unrolled_sparse import MLPRecovery, make_sampler, nmse_loss
 
 try:
@@ -77,24 +77,9 @@ MLP_SHAPES = ((512, 2), (1024, 2), (1024, 3))
 VAL_SEED = 4321
 
 
-def protocol(T, patience, final_patience, *, max_steps=10**6, final=True):
-    """The plan: layer-wise grow/refine stages, then the final joint fine-tuning."""
-    plan = growth_plan(
-        T,
-        steps_per_layer=max_steps,
-        refine_steps=max_steps,
-        refine_factors=(0.5, 0.1, 0.01),
-        patience=patience,
-    )
-    if final:
-        plan += lr_stages(
-            max_steps,
-            (0.1, 0.01),
-            patience=final_patience,
-            name="final",
-            forward_kwargs={"n_layers": T},
-        )
-    return plan
+def protocol(T, patience, final_patience, *, final=True):
+    """The plan (:func:`lib.learn.plateau_plan`)."""
+    return plateau_plan(T, patience=patience, final_patience=final_patience, final=final)
 
 
 def mlp_plan(patience, max_steps=10**6):

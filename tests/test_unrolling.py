@@ -9,8 +9,10 @@ from lib.learn import (
     TrainHistory,
     UnrolledModel,
     count_parameters,
+    fit,
     freeze_layers,
     growth_plan,
+    plateau_plan,
     to_device,
     train_unrolled,
 )
@@ -251,6 +253,37 @@ def test_growth_plan_stages():
     assert plan[3].trainable == [1] and plan[4].trainable == [0, 1]
     assert plan[4].lr_factor == 0.5 and plan[-1].forward_kwargs == {"n_layers": 2}
     assert growth_plan(3, finetune_steps=5)[0].name == "finetune"
+
+
+def test_plateau_plan_ends_every_stage_at_a_validation_plateau():
+    plan = plateau_plan(2, patience=5, final_patience=9)
+    assert [s.name for s in plan] == [
+        "grow-1", "refine-1x0.5", "refine-1x0.1", "refine-1x0.01",
+        "grow-2", "refine-2x0.5", "refine-2x0.1", "refine-2x0.01", "finalx0.1", "finalx0.01",
+    ]  # fmt: skip
+    assert [s.patience for s in plan] == [5] * 8 + [9, 9]
+    assert plan[4].trainable == [1] and plan[5].trainable == [0, 1] and plan[8].trainable is None
+    assert plan[7].lr_factor == 0.01 and plan[-1].forward_kwargs == {"n_layers": 2}
+    assert [s.name for s in plateau_plan(1, patience=1, final_patience=1, final=False)][-1] == (
+        "refine-1x0.01"
+    )
+    # executed by fit on the toy network: every stage stops by the plateau rule, far below the
+    # step cap, and the run improves on the initialisation
+    model = UnrolledGD(3, 0.05)
+    val = sampler(200, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        before = float(last_mse(model(*val[0]), val[1]))
+    h = fit(model, last_mse, sampler, plan=plateau_plan(3, patience=20, final_patience=40),
+            lr=0.05, batch_size=32, val_data=val, val_every=5, min_delta=1e-4,
+            progress=False)  # fmt: skip
+    lengths = {}
+    for s in h.stage:
+        lengths[s] = lengths.get(s, 0) + 1
+    assert len(lengths) == 14 and max(lengths.values()) < 2000
+    with torch.no_grad():
+        assert float(last_mse(model(*val[0]), val[1])) < 0.5 * before
+    with pytest.raises(ValueError, match="patience"):
+        plateau_plan(2, patience=0, final_patience=5)
 
 
 def test_train_unrolled_resumes_bit_for_bit(tmp_path):

@@ -33,13 +33,14 @@ import torch
 from torch import nn
 
 from lib.core.checks import check_number, check_positive_int
-from lib.learn.plan import History, Stage, _takes_model
+from lib.learn.plan import History, Stage, _takes_model, lr_stages
 from lib.learn.trainer import TrainState, fit
 
 __all__ = [
     "UnrolledModel",
     "TrainHistory",
     "growth_plan",
+    "plateau_plan",
     "train_unrolled",
     "count_parameters",
     "freeze_layers",
@@ -256,6 +257,53 @@ def growth_plan(
                     patience=patience,
                 )
             )
+    return plan
+
+
+def plateau_plan(
+    T: int,
+    *,
+    patience: int,
+    final_patience: int,
+    refine_factors: Sequence[float] = (0.5, 0.1, 0.01),
+    final_factors: Sequence[float] = (0.1, 0.01),
+    final: bool = True,
+    max_steps: int = 10**6,
+) -> list[Stage]:
+    """The book's training protocol for unrolled networks: every stage to a validation plateau.
+
+    For ``t = 1..T``: train layer ``t`` alone at the base rate (``"grow-t"``), then layers
+    ``1..t`` jointly at each factor of ``refine_factors`` (``"refine-txF"``); every stage ends
+    when ``patience`` steps pass without a validation improvement. Then (``final=True``) all
+    ``T`` layers are fine-tuned at each factor of ``final_factors`` (``"finalxF"``), each until
+    ``final_patience`` steps without improvement. This is Borgerding, Schniter & Rangan's
+    schedule (base rate, then 0.5, 0.1, 0.01 of it, each stage to a plateau) with an explicit
+    final fine-tuning; ``max_steps`` only caps a stage that never plateaus. Run it with
+    :func:`lib.learn.fit` and a fixed validation set (``val_data``, ``val_every``, and
+    ``min_delta`` to define the plateau). Chapter *Deep unfolding*, section 3.
+
+    Returns
+    -------
+    list of Stage
+    """
+    T = check_positive_int(T, "T")
+    patience = check_positive_int(patience, "patience")
+    final_patience = check_positive_int(final_patience, "final_patience")
+    plan = growth_plan(
+        T,
+        steps_per_layer=max_steps,
+        refine_steps=max_steps,
+        refine_factors=refine_factors,
+        patience=patience,
+    )
+    if final:
+        plan += lr_stages(
+            max_steps,
+            final_factors,
+            patience=final_patience,
+            name="final",
+            forward_kwargs={"n_layers": T},
+        )
     return plan
 
 
