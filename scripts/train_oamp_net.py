@@ -27,78 +27,45 @@ Usage (CPU, one thread)::
 
 from __future__ import annotations
 
-import math
 import time
 
 import torch
 
 from lib import sparse
+from lib.chapters.oamp_net import OAMP_T, oamp_problem
 from lib.core import ratio_db_se
 from lib.learn import count_parameters
 from lib.learn.unrolled_amp import OAMPNet
-from lib.learn.unrolled_sparse import make_sampler
 
 try:
     from scripts import _cli
     from scripts.train_unrolled_sparse import (
         DEFAULT_GRID,
         VAL_SEED,
-        _Depth,
         curve,
-        protocol,
-        train,
+        sweep_and_train,
         update_results,
-        val_db,
     )
 except ImportError:  # run as `python scripts/train_oamp_net.py`
     import _cli
     from train_unrolled_sparse import (
         DEFAULT_GRID,
         VAL_SEED,
-        _Depth,
         curve,
-        protocol,
-        train,
+        sweep_and_train,
         update_results,
-        val_db,
     )
 
-T, P, SNR_DB = 8, 0.1, 40.0
+T, P, SNR_DB = OAMP_T, 0.1, 40.0
 TEST_SEED = 999
-
-
-def discrete_sampler(A, p, snr_db):
-    """``x_i = b_i s_i`` with ``b_i ~ Bernoulli(p)``, ``s_i = +-1``; ``y = A x + w``."""
-    M, N = A.shape
-    nv = sparse.noise_var_for_snr(A, p, snr_db)
-    nv_t = torch.tensor(nv, dtype=A.dtype)
-
-    def sampler(batch, generator):
-        b = torch.rand(batch, N, generator=generator, dtype=A.dtype) < p
-        s = torch.randint(0, 2, (batch, N), generator=generator).to(A.dtype) * 2 - 1
-        x = b * s
-        w = torch.randn(batch, M, generator=generator, dtype=A.dtype) * math.sqrt(nv)
-        return (x @ A.T + w, nv_t), x
-
-    return sampler
-
-
-def problems(dtype=torch.float32):
-    """``{name: (A, sampler, n_test)}`` of the three problems (matrices in ``dtype``)."""
-    g3 = torch.Generator().manual_seed(3)
-    A_ill = sparse.ill_conditioned_matrix(250, 500, 100.0, generator=g3)
-    A64 = sparse.gaussian_matrix(32, 64, generator=torch.Generator().manual_seed(10))
-    A_ill, A64 = A_ill.to(dtype), A64.to(dtype)
-    return {
-        "kappa100": (A_ill, make_sampler(A_ill, P, SNR_DB), 2000),
-        "n64": (A64, make_sampler(A64, P, SNR_DB), 10000),
-        "n64_discrete": (A64, discrete_sampler(A64, P, SNR_DB), 10000),
-    }
+N_TEST = {"kappa100": 2000, "n64": 10000, "n64_discrete": 10000}
 
 
 def main(argv=None):
     ap = _cli.parser(__doc__, "results/oamp_net")
-    ap.add_argument("--problems", nargs="*", default=["n64", "n64_discrete", "kappa100"])
+    ap.add_argument(
+        "--problems", nargs="*", default=["n64", "n64_discrete", "kappa100"]
+    )  # cheap first
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--patience", type=int, default=100)
     ap.add_argument("--final-patience", type=int, default=400)
@@ -110,44 +77,16 @@ def main(argv=None):
     out = _cli.setup(args)
     command = _cli.command_line("train_oamp_net.py", argv)
     res_path = out / "results.json"
-    probs = problems()
     for name in args.problems:
-        A, sampler, n_test = probs[name]
+        A, sampler = oamp_problem(name)
+        n_test = N_TEST[name]
         val = sampler(args.val_size, torch.Generator().manual_seed(VAL_SEED))
         (yt, nvt), xt = sampler(n_test, torch.Generator().manual_seed(TEST_SEED))
         t0 = time.process_time()
-        sweep = []
-        for lr in DEFAULT_GRID:
-            torch.manual_seed(args.seed)
-            model = OAMPNet(A, T, p=P)
-            plan = protocol(args.sweep_layers, args.patience, args.final_patience, final=False)
-            train(
-                model,
-                plan,
-                lr,
-                sampler,
-                val,
-                args,
-                args.checkpoints / f"{name}-sweep-lr{lr:g}.ckpt",
-                f"{name} sweep lr={lr:g}",
-            )
-            metric = val_db(model, val, _Depth(args.sweep_layers))
-            sweep.append({"lr": lr, "layers": args.sweep_layers, "val_nmse_db": round(metric, 3)})
-            print(f"  {name} sweep lr={lr:g}: val {metric:.3f} dB", flush=True)
-        lr = min(sweep, key=lambda r: r["val_nmse_db"])["lr"]
-        torch.manual_seed(args.seed)
-        model = OAMPNet(A, T, p=P)
         with torch.no_grad():
-            init_out = model(yt, nvt)
-        hist = train(
-            model,
-            protocol(T, args.patience, args.final_patience),
-            lr,
-            sampler,
-            val,
-            args,
-            args.checkpoints / f"{name}.ckpt",
-            f"{name} lr={lr:g}",
+            init_out = OAMPNet(A, T, p=P)(yt, nvt)  # = classical OAMP
+        model, hist, lr, sweep = sweep_and_train(
+            name, lambda A=A: OAMPNet(A, T, p=P), T, DEFAULT_GRID, sampler, val, args
         )
         model.cpu().eval()
         with torch.no_grad():

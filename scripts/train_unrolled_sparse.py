@@ -124,6 +124,56 @@ def train(model, plan, lr, sampler, val, args, ckpt, desc):
     )
 
 
+def diverged(err: Exception) -> bool:
+    """A run that produced NaN or infinite values (a learning rate too large for it)."""
+    msg = str(err)
+    return isinstance(err, (FloatingPointError, ValueError)) and ("NaN" in msg or "finite" in msg)
+
+
+def sweep_and_train(name, make_model, T, grid, sampler, val, args):
+    """Steps 1-3 of the protocol for one unrolled network.
+
+    Returns ``(model, history, lr, sweep)``. A rate at which the sweep diverges is recorded as
+    such; if the full network diverges at the best rate, the next best is used (recorded).
+    """
+    sweep = []
+    for lr in grid:
+        torch.manual_seed(args.seed)
+        model = make_model()
+        plan = protocol(args.sweep_layers, args.patience, args.final_patience, final=False)
+        ckpt = args.checkpoints / f"{name}-sweep-lr{lr:g}.ckpt"
+        try:
+            hist = train(model, plan, lr, sampler, val, args, ckpt, f"{name} sweep lr={lr:g}")
+        except (FloatingPointError, ValueError) as err:
+            if not diverged(err):
+                raise
+            sweep.append({"lr": lr, "layers": args.sweep_layers, "diverged": True})
+            print(f"  {name} sweep lr={lr:g}: diverged", flush=True)
+            continue
+        metric = val_db(model, val, _Depth(args.sweep_layers))
+        sweep.append({"lr": lr, "layers": args.sweep_layers, "val_nmse_db": round(metric, 3),
+                      "steps": len(hist)})  # fmt: skip
+        print(f"  {name} sweep lr={lr:g}: val {metric:.3f} dB at {args.sweep_layers} layers "
+              f"after {len(hist)} steps", flush=True)  # fmt: skip
+    ok = sorted((r for r in sweep if "val_nmse_db" in r), key=lambda r: r["val_nmse_db"])
+    for r in ok:
+        torch.manual_seed(args.seed)
+        model = make_model()
+        ckpt = args.checkpoints / f"{name}.ckpt"
+        plan = protocol(T, args.patience, args.final_patience)
+        try:
+            hist = train(model, plan, r["lr"], sampler, val, args, ckpt, f"{name} lr={r['lr']:g}")
+        except (FloatingPointError, ValueError) as err:
+            if not diverged(err):
+                raise
+            r["diverged_at_full_depth"] = True
+            ckpt.unlink(missing_ok=True)
+            print(f"  {name} lr={r['lr']:g}: diverged at full depth", flush=True)
+            continue
+        return model, hist, r["lr"], sweep
+    raise SystemExit(f"{name}: every learning rate of the sweep diverged")
+
+
 def curve(hist):
     """The validation curve and the stage boundaries, compactly."""
     return {
@@ -220,16 +270,24 @@ def main(argv=None):
                 torch.manual_seed(args.seed)
                 model = MLPRecovery(ref.M, ref.N, hidden=shape[0], depth=shape[1], dtype=dtype)
                 tag = f"mlp-{shape[0]}x{shape[1]}-lr{lr:g}"
-                hist = train(
-                    model,
-                    mlp_plan(args.mlp_patience),
-                    lr,
-                    sampler,
-                    val,
-                    args,
-                    args.checkpoints / f"{tag}.ckpt",
-                    tag,
-                )
+                try:
+                    hist = train(
+                        model,
+                        mlp_plan(args.mlp_patience),
+                        lr,
+                        sampler,
+                        val,
+                        args,
+                        args.checkpoints / f"{tag}.ckpt",
+                        tag,
+                    )
+                except (FloatingPointError, ValueError) as err:
+                    if not diverged(err):
+                        raise
+                    sweep.append({"hidden": shape[0], "depth": shape[1], "lr": lr,
+                                  "diverged": True})  # fmt: skip
+                    print(f"  {tag}: diverged", flush=True)
+                    continue
                 metric = val_db(model, val, _Depth(None))
                 sweep.append(
                     {
@@ -254,49 +312,11 @@ def main(argv=None):
                     flush=True,
                 )
         else:
-            for lr in LR_GRID.get(name, DEFAULT_GRID):
-                torch.manual_seed(args.seed)
-                model = build(name, A)
-                plan = protocol(args.sweep_layers, args.patience, args.final_patience, final=False)
-                hist = train(
-                    model,
-                    plan,
-                    lr,
-                    sampler,
-                    val,
-                    args,
-                    args.checkpoints / f"{name}-sweep-lr{lr:g}.ckpt",
-                    f"{name} sweep lr={lr:g}",
-                )
-                metric = val_db(model, val, _Depth(args.sweep_layers))
-                sweep.append(
-                    {
-                        "lr": lr,
-                        "layers": args.sweep_layers,
-                        "val_nmse_db": round(metric, 3),
-                        "steps": len(hist),
-                    }
-                )
-                print(
-                    f"  {name} sweep lr={lr:g}: val {metric:.2f} dB at "
-                    f"{args.sweep_layers} layers after {len(hist)} steps",
-                    flush=True,
-                )
-            lr = min(sweep, key=lambda r: r["val_nmse_db"])["lr"]
-            torch.manual_seed(args.seed)
-            model = build(name, A)
-            init_db = test_db(model)
-            plan = protocol(ref.T, args.patience, args.final_patience)
-            hist = train(
-                model,
-                plan,
-                lr,
-                sampler,
-                val,
-                args,
-                args.checkpoints / f"{name}.ckpt",
-                f"{name} lr={lr:g}",
-            )
+            model, hist, lr, sweep = sweep_and_train(
+                name, lambda name=name: build(name, A), ref.T, LR_GRID.get(name, DEFAULT_GRID),
+                sampler, val, args,
+            )  # fmt: skip
+            init_db = test_db(build(name, A))
         cpu = time.process_time() - t0
         per_layer = test_db(model)
         # fixed matrices are non-persistent buffers: the state dict is the learned parameters
@@ -311,6 +331,7 @@ def main(argv=None):
             "train_steps": len(hist),
             "train_samples": len(hist) * args.batch,
             "cpu_seconds_incl_sweep": round(cpu, 1),
+            "train_seconds": round(hist.time[-1], 1),
             "settings": settings,
             "command": command,
             **({"mlp_shape": list(shape)} if name == "mlp" else {}),

@@ -9,10 +9,12 @@ with ``torch.Generator`` seed 0), Bernoulli-Gaussian ``x`` with activity ``p = 0
 ``snr_db = 40`` dB, networks of ``T = 16`` layers, LASSO weight ``lam = 0.01`` of the ISTA
 initialisation.
 
-The networks are trained by ``scripts/train_unrolled_sparse.py`` (CPU or ``--device cuda``),
+The networks are trained by ``scripts/train_unrolled_sparse.py`` (CPU or ``--device cuda``;
+one protocol for every network, :func:`lib.learn.plateau_plan` after a learning-rate sweep),
 which stores in ``results/unrolled_sparse/``: ``A.pt`` (``{"A": A}``, float64), one float32 state
-dict ``<name>.pt`` per model and ``results.json`` (per-layer test NMSE, parameter counts, training
-times and the command line). This module is the single place that knows how to rebuild them:
+dict ``<name>.pt`` per model and ``results.json`` (per model: test NMSE per layer at
+initialisation and trained, the sweep, the validation curve, parameters, steps, samples, CPU
+time and the command line). This module is the single place that knows how to rebuild them:
 
 * :func:`~lib.chapters.reference_matrix` loads the stored ``A``;
   :func:`~lib.chapters.generate_reference_matrix` regenerates
