@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import fcntl
 import math
-import time
 from pathlib import Path
 
 import torch
@@ -58,7 +57,8 @@ from lib.chapters.pretrained_sparse import (
     generate_reference_matrix,
     test_set,
 )
-from lib.learn import Stage, count_parameters, fit, lr_stages, plateau_plan
+from lib.learn import History, Stage, count_parameters, fit, lr_stages, plateau_plan
+from lib.learn.storage import load_file
 from lib.learn.unrolled_sparse import MLPRecovery, make_sampler, nmse_loss
 
 try:
@@ -152,7 +152,7 @@ def sweep_and_train(name, make_model, T, grid, sampler, val, args):
             continue
         metric = val_db(model, val, _Depth(args.sweep_layers))
         sweep.append({"lr": lr, "layers": args.sweep_layers, "val_nmse_db": round(metric, 3),
-                      "steps": len(hist)})  # fmt: skip
+                      "steps": len(hist), "seconds": round(hist.time[-1], 1)})  # fmt: skip
         print(f"  {name} sweep lr={lr:g}: val {metric:.3f} dB at {args.sweep_layers} layers "
               f"after {len(hist)} steps", flush=True)  # fmt: skip
     ok = sorted((r for r in sweep if "val_nmse_db" in r), key=lambda r: r["val_nmse_db"])
@@ -196,6 +196,91 @@ def update_results(path: Path, name: str, record: dict, problem: dict) -> None:
         fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def export_partial(name, args, A, val, test_db, res_path, problem, settings, command):
+    """Store an interrupted network as it stands, with ``"converged": false``.
+
+    Uses the main run's checkpoint if there is one, else the most advanced sweep checkpoint
+    (its first ``--sweep-layers`` layers trained, the others at their initialisation).
+    """
+    main_ckpt = args.checkpoints / f"{name}.ckpt"
+    sweeps = sorted(args.checkpoints.glob(f"{name}-sweep-lr*.ckpt"))
+    files = [main_ckpt] if main_ckpt.exists() else sweeps
+    if not files:
+        raise SystemExit(f"{name}: no checkpoint in {args.checkpoints}")
+    cks = {f: load_file(f, "a training checkpoint") for f in files}
+    f, ck = max(cks.items(), key=lambda kv: kv[1]["run"]["step"])
+    model = build(name, A)
+    init_db = test_db(build(name, A))
+    model.load_state_dict(ck["model"])
+    hist = History()
+    hist.load_dict(ck["history"])
+    sweep = []
+    for g in sweeps:
+        c = cks.get(g) or load_file(g, "a training checkpoint")
+        lr = float(g.stem.split("-lr")[1])
+        finished = c["run"]["stage_index"] >= len(c["plan"])
+        best = round(min(c["history"]["val_metric"]), 3)
+        sweep.append({"lr": lr, "layers": args.sweep_layers, "finished": finished,
+                      "steps": c["run"]["step"], "best_val_nmse_db_so_far": best})  # fmt: skip
+    stage = ck["plan"][min(ck["run"]["stage_index"], len(ck["plan"]) - 1)][0]
+    per_layer = test_db(model)
+    sd = {k: v.to(torch.float32) for k, v in model.state_dict().items()}
+    torch.save(sd, Path(args.out) / f"{name}.pt")
+    record = {
+        "converged": False,
+        "stopped_in": f"{f.name}, stage {stage}",
+        "nmse_db_per_layer": per_layer,
+        "nmse_db_per_layer_init": init_db,
+        "params": count_parameters(model),
+        "lr": hist.lr[0] if hist.lr else None,
+        "lr_sweep": sweep,
+        "train_steps": len(hist),
+        "train_samples": len(hist) * args.batch,
+        "train_seconds": round(hist.time[-1], 1) if hist.time else 0.0,
+        "settings": settings,
+        "command": command,
+        **curve(hist),
+    }
+    update_results(res_path, name, record, problem)
+    write_readme_table(Path(args.out))
+    print(f"{name}: stored as not converged ({record['stopped_in']}), NMSE(T) "
+          f"{per_layer[-1]:.2f} dB after {len(hist)} steps", flush=True)  # fmt: skip
+
+
+TABLE_BEGIN, TABLE_END = "<!-- table: written by the script -->", "<!-- end of table -->"
+
+
+def readme_table(results: dict) -> str:
+    """The README's table: per network, the rate, steps, samples, time and test NMSE."""
+    rows = [
+        "| network | parameters | learning rate (sweep) | steps | samples | wall time (min) "
+        "| NMSE at init (dB) | NMSE trained (dB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results["models"].items():
+        init = r.get("nmse_db_per_layer_init")
+        rows.append(
+            f"| {name}{'' if r.get('converged', True) else ' (not converged)'} | {r['params']:,} | {r['lr']:g} | {r['train_steps']:,} | "
+            f"{r['train_samples']:,} | {r.get('train_seconds', float('nan')) / 60:.1f} | "
+            f"{'-' if init is None else f'{init[-1]:.1f}'} | {r['nmse_db_per_layer'][-1]:.1f} |"
+        )
+    return "\n".join(rows)
+
+
+def write_readme_table(out: Path) -> None:
+    """Replace the table between the markers of ``out/README.md`` (if the file has them)."""
+    readme = out / "README.md"
+    if not readme.exists():
+        return
+    text = readme.read_text()
+    if TABLE_BEGIN not in text or TABLE_END not in text:
+        return
+    head, rest = text.split(TABLE_BEGIN, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    table = readme_table(_cli.load_results(out / "results.json", {"models": {}}))
+    readme.write_text(f"{head}{TABLE_BEGIN}\n{table}\n{TABLE_END}{tail}")
+
+
 def main(argv=None):
     ap = _cli.parser(__doc__, "results/unrolled_sparse")
     ap.add_argument("--models", nargs="*", default=MODELS)
@@ -213,6 +298,12 @@ def main(argv=None):
     )
     ap.add_argument("--val-size", type=int, default=1000)
     ap.add_argument("--sweep-layers", type=int, default=4)
+    ap.add_argument(
+        "--export-partial",
+        metavar="NAME",
+        help="store network NAME as it stands in its interrupted run (its checkpoints), marked "
+        "as not converged, instead of training",
+    )
     args = ap.parse_args(argv)
     out = _cli.setup(args)
     command = _cli.command_line("train_unrolled_sparse.py", argv)
@@ -256,12 +347,15 @@ def main(argv=None):
         with torch.no_grad():
             return [round(v, 3) for v in sparse.nmse_db(model.cpu()(y, nv), x).tolist()]
 
+    if args.export_partial:
+        export_partial(args.export_partial, args, A, val, test_db, res_path, problem, settings,
+                       command)  # fmt: skip
+        return
     for name in args.models:
         done = _cli.load_results(res_path, {"models": {}})["models"].get(name, {})
         if args.resume and done.get("settings") == settings and (out / f"{name}.pt").exists():
             print(f"{name:10s} already trained with these settings (--resume): skipped", flush=True)
             continue
-        t0 = time.process_time()
         sweep = []
         if name == "mlp":
             candidates = [(shape, lr) for shape in MLP_SHAPES for lr in LR_GRID["mlp"]]
@@ -317,7 +411,6 @@ def main(argv=None):
                 sampler, val, args,
             )  # fmt: skip
             init_db = test_db(build(name, A))
-        cpu = time.process_time() - t0
         per_layer = test_db(model)
         # fixed matrices are non-persistent buffers: the state dict is the learned parameters
         sd = {k: v.to(torch.float32) for k, v in model.state_dict().items()}
@@ -330,7 +423,6 @@ def main(argv=None):
             "lr_sweep": sweep,
             "train_steps": len(hist),
             "train_samples": len(hist) * args.batch,
-            "cpu_seconds_incl_sweep": round(cpu, 1),
             "train_seconds": round(hist.time[-1], 1),
             "settings": settings,
             "command": command,
@@ -338,9 +430,10 @@ def main(argv=None):
             **curve(hist),
         }
         update_results(res_path, name, record, problem)
+        write_readme_table(out)
         print(
             f"{name:10s} params={record['params']:8d} lr={lr:g} NMSE(T)={per_layer[-1]:7.2f} "
-            f"dB steps={len(hist)} cpu={cpu:6.0f}s",
+            f"dB steps={len(hist)} time={hist.time[-1]:6.0f}s",
             flush=True,
         )
         for f in [*args.checkpoints.glob(f"{name}-*.ckpt"), args.checkpoints / f"{name}.ckpt"]:

@@ -10,6 +10,11 @@ chapter to chapter:
 ``bound``      limits, oracles and upper bounds (black, dashed)
 ``data``       purely data-driven models (greens)
 ``other``      anything else (greys and purples)
+
+Within a role, a *method* keeps one style in every figure of the book: :data:`METHODS` maps a
+method's key (``"ista"``, ``"tista"``, ``"oracle"``, ...) to its label, colour, line style and
+marker, :func:`method_style` returns them and :func:`plot_method` draws a curve with them;
+:func:`legend_outside` puts the legend to the right of the axes, off the data.
 """
 
 from __future__ import annotations
@@ -17,7 +22,18 @@ from __future__ import annotations
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 
-__all__ = ["ROLES", "use_book_style", "color", "line_style", "new_figure", "plot_curve"]
+__all__ = [
+    "ROLES",
+    "METHODS",
+    "use_book_style",
+    "color",
+    "line_style",
+    "method_style",
+    "new_figure",
+    "plot_curve",
+    "plot_method",
+    "legend_outside",
+]
 
 #: Colour cycles per role; index with :func:`~lib.core.color`.
 ROLES: dict[str, tuple[str, ...]] = {
@@ -26,6 +42,31 @@ ROLES: dict[str, tuple[str, ...]] = {
     "bound": ("#000000", "#495057"),
     "data": ("#2b8a3e", "#69db7c"),
     "other": ("#6c757d", "#7048e8", "#adb5bd"),
+}
+
+#: One style per method: ``key -> (label, colour, line style, marker)``. Classical methods are
+#: blues, learned ones warm colours, data-driven ones greens, linear references grey, limits black.
+METHODS: dict[str, tuple[str, str, str, str | None]] = {
+    # classical sparse recovery
+    "ista": ("ISTA", "#1f4e9c", "-", "o"),
+    "fista": ("FISTA", "#3f7fd1", "-", "v"),
+    "amp_soft": ("AMP, soft threshold", "#7aaee8", "-", "D"),
+    "amp_bg": ("AMP, Bayes-optimal denoiser", "#0b2a5b", "-", "o"),
+    "oamp": ("OAMP", "#1864ab", "-", "P"),
+    "vamp": ("VAMP", "#4dabf7", "-", "X"),
+    "lmmse": ("LMMSE (best linear)", "#868e96", "-.", None),
+    # learned (unrolled) sparse recovery
+    "lean_ista": ("step/threshold ISTA", "#f08c00", "-", "s"),
+    "alista": ("ALISTA", "#e8590c", "-", "^"),
+    "tista": ("TISTA", "#d9480f", "-", "D"),
+    "lamp_bg": ("LAMP-BG", "#c2255c", "-", "o"),
+    "lista_cp": ("LISTA-CP", "#862e9c", "-", "x"),
+    "oamp_net": ("OAMP-Net", "#a61e4d", "-", "P"),
+    # data-driven
+    "mlp": ("black-box MLP", "#2b8a3e", "-.", "^"),
+    # limits
+    "oracle": ("support oracle", "#000000", "--", None),
+    "bayes": ("Bayes-optimal limit (state evolution)", "#495057", ":", None),
 }
 
 _LINESTYLE = {"classical": "-", "learned": "-", "bound": "--", "data": "-.", "other": ":"}
@@ -79,6 +120,38 @@ def line_style(role: str, index: int = 0) -> dict:
     """Keyword arguments (colour, line style, marker) for ``plt.plot`` for a role."""
     c = color(role, index)
     return {"color": c, "linestyle": _LINESTYLE[role], "marker": _MARKER[role]}
+
+
+def method_style(name: str, *, init: bool = False) -> dict:
+    """``plt.plot`` keyword arguments of method ``name`` (a key of :data:`METHODS`): colour, line
+    style, marker and ``label``. ``init=True`` is the style of the same network at its classical
+    initialisation (same colour, dotted, no marker, label suffixed "at init")."""
+    if name not in METHODS:
+        raise ValueError(f"name must be one of {sorted(METHODS)}, got {name!r}")
+    label, c, ls, marker = METHODS[name]
+    if init:
+        return {"color": c, "linestyle": ":", "marker": None, "label": f"{label} at init"}
+    return {"color": c, "linestyle": ls, "marker": marker, "label": label}
+
+
+def plot_method(ax, x, y, name: str, *, init: bool = False, **kwargs):
+    """Plot ``y`` against ``x`` in the style of method ``name`` (:func:`method_style`); a scalar
+    ``y`` draws a horizontal line (a level such as a limit). ``kwargs`` override the style."""
+    style = method_style(name, init=init)
+    style.update(kwargs)
+    if getattr(y, "ndim", 1) == 0 or isinstance(y, (int, float)):
+        style.pop("marker", None)
+        return ax.axhline(float(y), **style)
+    (line,) = ax.plot(x, y, **style)
+    return line
+
+
+def legend_outside(ax, **kwargs):
+    """The legend of ``ax`` to the right of the axes (off the data); call before
+    ``plt.tight_layout()`` / ``plt.show()``."""
+    kw = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0}
+    kw.update(kwargs)
+    return ax.legend(**kw)
 
 
 def new_figure(ncols: int = 1, *, width: float = 6.4, height: float = 4.0, **kwargs):

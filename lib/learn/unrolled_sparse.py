@@ -59,6 +59,7 @@ __all__ = [
     "LeanISTA",
     "MLPRecovery",
     "nmse_loss",
+    "validation_nmse_db",
     "make_sampler",
     "with_matrix",
     "has_sensing_matrix",
@@ -440,6 +441,20 @@ def nmse_loss(outputs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             "(pass model(y, noise_var), not model(y, noise_var)[-1])"
         )
     return ((outputs[-1] - x) ** 2).sum() / (x**2).sum().clamp_min(_EPS)
+
+
+def validation_nmse_db(model, batch, state) -> float:
+    """Validation metric of the book's training protocol: NMSE (dB) of the last layer.
+
+    The ``val_fn`` of :func:`lib.learn.fit`: ``batch = ((y, noise_var), x)`` (a fixed
+    validation set), the network called with the stage's ``forward_kwargs`` (so that during
+    layer-wise growth the ``t``-layer network is validated). ``10 log10`` of
+    :func:`nmse_loss`, without gradients.
+    """
+    (y, nv), x = batch
+    with torch.no_grad():
+        out = model(y, nv, **state.stage.forward_kwargs)
+        return float(10 * torch.log10(nmse_loss(out, x)))
 
 
 def make_sampler(

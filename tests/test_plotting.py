@@ -1,0 +1,33 @@
+"""lib.core.plotting: one style per method, the legend off the data."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from lib.core import METHODS, legend_outside, method_style, plot_method  # noqa: E402
+
+
+def test_every_method_has_its_own_style_and_label():
+    looks = {(c, ls, m) for _, c, ls, m in METHODS.values()}
+    labels = {lab for lab, *_ in METHODS.values()}
+    assert len(looks) == len(METHODS) and len(labels) == len(METHODS)
+    s = method_style("tista")
+    assert s["label"] == "TISTA" and s["color"] == METHODS["tista"][1]
+    i = method_style("tista", init=True)
+    assert i["color"] == s["color"] and i["linestyle"] == ":" and i["label"] == "TISTA at init"
+    with pytest.raises(ValueError, match="tista"):
+        method_style("nope")
+
+
+def test_plot_method_draws_curves_and_levels_and_the_legend_sits_outside():
+    fig, ax = plt.subplots()
+    line = plot_method(ax, [1, 2, 3], [0.0, -1.0, -2.0], "alista")
+    assert line.get_color() == METHODS["alista"][1] and line.get_label() == "ALISTA"
+    level = plot_method(ax, None, -3.0, "lmmse")
+    assert list(level.get_ydata()) == [-3.0, -3.0] and level.get_label().startswith("LMMSE")
+    leg = legend_outside(ax)
+    fig.canvas.draw()
+    assert leg.get_window_extent().x0 > ax.get_window_extent().x1  # right of the axes
+    plt.close(fig)
