@@ -259,8 +259,9 @@ def readme_table(results: dict) -> str:
     ]
     for name, r in results["models"].items():
         init = r.get("nmse_db_per_layer_init")
+        tag = "" if r.get("converged", True) else " (not converged)"
         rows.append(
-            f"| {name}{'' if r.get('converged', True) else ' (not converged)'} | {r['params']:,} | {r['lr']:g} | {r['train_steps']:,} | "
+            f"| {name}{tag} | {r['params']:,} | {r['lr']:g} | {r['train_steps']:,} | "
             f"{r['train_samples']:,} | {r.get('train_seconds', float('nan')) / 60:.1f} | "
             f"{'-' if init is None else f'{init[-1]:.1f}'} | {r['nmse_db_per_layer'][-1]:.1f} |"
         )
