@@ -19,8 +19,8 @@ executed by :func:`lib.learn.fit` with a fixed validation set (``--val-size`` sa
 
 Every step draws a fresh batch (``--batch``). The black-box MLP has no layers to grow: it trains
 at the base rate, then at ``0.2`` and ``0.02`` times it, each stage until ``--mlp-patience``
-steps without improvement, for each shape in ``MLP_SHAPES``; the shape and rate with the best
-validation NMSE is stored as ``mlp``.
+steps without improvement, for each shape in ``MLP_SHAPES`` and rate in ``LR_GRID["mlp"]``; the
+smallest network within ``--min-delta`` dB of the best validation NMSE is stored as ``mlp``.
 
 Writes to ``--out`` (default ``results/unrolled_sparse``):
 
@@ -43,7 +43,7 @@ Usage (CPU, one thread per process; two processes share the networks)::
 from __future__ import annotations
 
 import fcntl
-import math
+import json
 from pathlib import Path
 
 import torch
@@ -174,6 +174,61 @@ def sweep_and_train(name, make_model, T, grid, sampler, val, args):
     raise SystemExit(f"{name}: every learning rate of the sweep diverged")
 
 
+def _mlp(shape, seed):
+    torch.manual_seed(seed)
+    return MLPRecovery(REFERENCE.M, REFERENCE.N, hidden=shape[0], depth=shape[1],
+                       dtype=torch.float32)  # fmt: skip
+
+
+def train_mlp(args, sampler, val, test_db):
+    """The MLP sweep over ``MLP_SHAPES`` x ``LR_GRID["mlp"]``, each to its plateau.
+
+    The chosen candidate is the *smallest* network (fewest parameters) whose validation NMSE is
+    within ``--min-delta`` dB of the best (differences below the plateau tolerance do not
+    count), the better one among equals. With ``--mlp-sweep-from FILE`` the sweep records of
+    an earlier run (its ``results.json``, same settings) are reused and only the chosen
+    candidate is trained again (the same seed: the same network).
+    Returns ``(model, history, shape, lr, sweep)``.
+    """
+    if args.mlp_sweep_from:
+        sweep = json.loads(Path(args.mlp_sweep_from).read_text())["models"]["mlp"]["lr_sweep"]
+    else:
+        sweep = []
+        for shape in MLP_SHAPES:
+            for lr in LR_GRID["mlp"]:
+                model = _mlp(shape, args.seed)
+                tag = f"mlp-{shape[0]}x{shape[1]}-lr{lr:g}"
+                entry = {"hidden": shape[0], "depth": shape[1], "lr": lr,
+                         "params": count_parameters(model)}  # fmt: skip
+                try:
+                    hist = train(model, mlp_plan(args.mlp_patience), lr, sampler, val, args,
+                                 args.checkpoints / f"{tag}.ckpt", tag)  # fmt: skip
+                except (FloatingPointError, ValueError) as err:
+                    if not diverged(err):
+                        raise
+                    sweep.append({**entry, "diverged": True})
+                    print(f"  {tag}: diverged", flush=True)
+                    continue
+                metric = val_db(model, val, _Depth(None))
+                sweep.append({**entry, "val_nmse_db": round(metric, 3), "steps": len(hist),
+                              "seconds": round(hist.time[-1], 1),
+                              "test_nmse_db": test_db(model)[-1],
+                              "curve": curve(hist)})  # fmt: skip
+                print(f"  {tag}: val {metric:.3f} dB after {len(hist)} steps", flush=True)
+    ok = [r for r in sweep if "val_nmse_db" in r]
+    best = min(r["val_nmse_db"] for r in ok)
+    near = [r for r in ok if r["val_nmse_db"] <= best + args.min_delta]
+    pick = min(near, key=lambda r: (r["params"], r["val_nmse_db"]))
+    for r in sweep:
+        r["chosen"] = r is pick
+    shape, lr = (pick["hidden"], pick["depth"]), pick["lr"]
+    model = _mlp(shape, args.seed)
+    tag = f"mlp-{shape[0]}x{shape[1]}-lr{lr:g}"
+    ckpt = args.checkpoints / f"{tag}-chosen.ckpt"
+    hist = train(model, mlp_plan(args.mlp_patience), lr, sampler, val, args, ckpt, tag)
+    return model, hist, shape, lr, sweep
+
+
 def curve(hist):
     """The validation curve and the stage boundaries, compactly."""
     return {
@@ -300,6 +355,12 @@ def main(argv=None):
     ap.add_argument("--val-size", type=int, default=1000)
     ap.add_argument("--sweep-layers", type=int, default=4)
     ap.add_argument(
+        "--mlp-sweep-from",
+        metavar="FILE",
+        help="reuse the MLP sweep records of an earlier results.json (same settings) and "
+        "train only the chosen candidate",
+    )
+    ap.add_argument(
         "--export-partial",
         metavar="NAME",
         help="store network NAME as it stands in its interrupted run (its checkpoints), marked "
@@ -359,50 +420,11 @@ def main(argv=None):
             continue
         sweep = []
         if name == "mlp":
-            candidates = [(shape, lr) for shape in MLP_SHAPES for lr in LR_GRID["mlp"]]
-            best = (math.inf, None, None)
-            for shape, lr in candidates:
-                torch.manual_seed(args.seed)
-                model = MLPRecovery(ref.M, ref.N, hidden=shape[0], depth=shape[1], dtype=dtype)
-                tag = f"mlp-{shape[0]}x{shape[1]}-lr{lr:g}"
-                try:
-                    hist = train(
-                        model,
-                        mlp_plan(args.mlp_patience),
-                        lr,
-                        sampler,
-                        val,
-                        args,
-                        args.checkpoints / f"{tag}.ckpt",
-                        tag,
-                    )
-                except (FloatingPointError, ValueError) as err:
-                    if not diverged(err):
-                        raise
-                    sweep.append({"hidden": shape[0], "depth": shape[1], "lr": lr,
-                                  "diverged": True})  # fmt: skip
-                    print(f"  {tag}: diverged", flush=True)
-                    continue
-                metric = val_db(model, val, _Depth(None))
-                sweep.append(
-                    {
-                        "hidden": shape[0],
-                        "depth": shape[1],
-                        "lr": lr,
-                        "val_nmse_db": round(metric, 3),
-                        "steps": len(hist),
-                        "test_nmse_db": test_db(model)[-1],
-                        **curve(hist),
-                    }
-                )
-                print(f"  {tag}: val {metric:.2f} dB after {len(hist)} steps", flush=True)
-                if metric < best[0]:
-                    best = (metric, model, hist, shape, lr)
-            _, model, hist, shape, lr = best
+            model, hist, shape, lr, sweep = train_mlp(args, sampler, val, test_db)
             init_db = None
             if tuple(shape) != tuple(MLP_SHAPE):
                 print(
-                    f"  NOTE: the best shape {shape} differs from MLP_SHAPE {MLP_SHAPE}: "
+                    f"  NOTE: the chosen shape {shape} differs from MLP_SHAPE {MLP_SHAPE}: "
                     "update lib.chapters.pretrained_sparse.MLP_SHAPE",
                     flush=True,
                 )

@@ -25,6 +25,8 @@ def test_plot_method_draws_curves_and_levels_and_the_legend_sits_outside():
     fig, ax = plt.subplots()
     line = plot_method(ax, [1, 2, 3], [0.0, -1.0, -2.0], "alista")
     assert line.get_color() == METHODS["alista"][1] and line.get_label() == "ALISTA"
+    dashed = plot_method(ax, [1, 2], [0.0, 1.0], "tista", ls="--", c="k")  # aliases override
+    assert dashed.get_linestyle() == "--" and dashed.get_color() == "k"
     level = plot_method(ax, None, -3.0, "lmmse")
     assert list(level.get_ydata()) == [-3.0, -3.0] and level.get_label().startswith("LMMSE")
     leg = legend_outside(ax)

@@ -38,7 +38,7 @@ BOOK_SPARSE = [
     "tista_soft",
     "lamp_soft",
     "lamp_bg",
-    "oampnet",
+    "oamp_net",
     "mlp",
 ]
 BOOK_HYBRID = [
@@ -62,7 +62,7 @@ LEARNED = {
     "tista_soft",
     "lamp_soft",
     "lamp_bg",
-    "oampnet",
+    "oamp_net",
     "mlp",
 }
 

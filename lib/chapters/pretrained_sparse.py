@@ -97,7 +97,17 @@ REFERENCE = SparseReference()
 #: script's sweep over ``MLP_SHAPES`` (the stored results record it).
 MLP_SHAPE = (512, 2)
 
-MODELS = ["lean_ista", "alista", "tista", "tista_soft", "lamp_soft", "lamp_bg", "lista_cp", "mlp"]
+MODELS = [
+    "lean_ista",
+    "alista",
+    "tista",
+    "tista_soft",
+    "lamp_soft",
+    "lamp_bg",
+    "lista_cp",
+    "oamp_net",
+    "mlp",
+]
 
 #: Default location of the stored weights, ``<repository>/results/unrolled_sparse``.
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "results" / "unrolled_sparse"

@@ -138,7 +138,8 @@ def plot_method(ax, x, y, name: str, *, init: bool = False, **kwargs):
     """Plot ``y`` against ``x`` in the style of method ``name`` (:func:`method_style`); a scalar
     ``y`` draws a horizontal line (a level such as a limit). ``kwargs`` override the style."""
     style = method_style(name, init=init)
-    style.update(kwargs)
+    aliases = {"ls": "linestyle", "c": "color"}
+    style.update({aliases.get(k, k): v for k, v in kwargs.items()})
     if getattr(y, "ndim", 1) == 0 or isinstance(y, (int, float)):
         style.pop("marker", None)
         return ax.axhline(float(y), **style)

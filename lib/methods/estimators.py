@@ -269,7 +269,7 @@ def _mlp(A, p, T, hidden=pretrained_sparse.MLP_SHAPE[0], depth=pretrained_sparse
 #: denoiser), ``"vamp"``, ``"oamp"``. Learned (:class:`~lib.methods.UnrolledEstimator`, built
 #: untrained on
 #: ``A``): ``"lista"``, ``"lista_cp"``, ``"lean_ista"``, ``"alista"``, ``"tista"``,
-#: ``"tista_soft"``, ``"lamp_soft"``, ``"lamp_bg"``, ``"oampnet"``, ``"mlp"``. A stored,
+#: ``"tista_soft"``, ``"lamp_soft"``, ``"lamp_bg"``, ``"oamp_net"``, ``"mlp"``. A stored,
 #: trained network: :func:`~lib.methods.pretrained_estimator`.
 SPARSE_ESTIMATORS: dict[str, Callable[..., object]] = {
     "ista": _iterative(ista, False, lam=0.01),
@@ -286,6 +286,6 @@ SPARSE_ESTIMATORS: dict[str, Callable[..., object]] = {
     "tista_soft": _unrolled(_tista_soft),
     "lamp_soft": _unrolled(_lamp_soft),
     "lamp_bg": _unrolled(_lamp_bg),
-    "oampnet": _unrolled(_oampnet),
+    "oamp_net": _unrolled(_oampnet),
     "mlp": _unrolled(_mlp),
 }
