@@ -4,11 +4,11 @@ Chapter ``unrolling_lista``, section 5. OAMP's step and error-variance formulas 
 large-system limit for a right-orthogonally invariant ``A`` and the prior its denoiser assumes;
 OAMP-Net (He, Wen & Jin 2018) learns a step ``gamma_t`` and a variance scale ``theta_t`` per
 layer (:class:`lib.learn.OAMPNet`, ``T = 8`` layers, Bernoulli-Gaussian denoiser with
-``p = 0.1``). :data:`OAMP_PROBLEMS` names the three problems, :func:`oamp_problem` builds one
-(``A``, the training/test sampler), :func:`load_oamp_net` loads the network that
-``scripts/train_oamp_net.py`` trained on it from ``results/oamp_net/`` (float32 state dicts,
-``torch.load(weights_only=True)``, ``strict=True``) and :func:`oamp_net_results` reads its
-``results.json``.
+``p = 0.1``). :data:`~lib.chapters.oamp_net.OAMP_PROBLEMS` names the three problems,
+:func:`~lib.chapters.oamp_problem` builds one (``A``, the training/test sampler),
+:func:`~lib.chapters.load_oamp_net` loads the network that ``scripts/train_oamp_net.py`` trained
+on it from ``results/oamp_net/`` (float32 state dicts, ``torch.load(weights_only=True)``,
+``strict=True``) and :func:`~lib.chapters.oamp_net_results` reads its ``results.json``.
 
 * ``"kappa100"``: ``M=250, N=500``, condition number 100 (``lib.sparse.ill_conditioned_matrix``,
   seed 3), Bernoulli-Gaussian ``x``, 40 dB;
@@ -72,7 +72,8 @@ def discrete_sampler(A: torch.Tensor, p: float, snr_db: float):
 
 
 def oamp_problem(name: str, dtype: torch.dtype = torch.float32):
-    """``(A, sampler)`` of problem ``name`` (one of :data:`OAMP_PROBLEMS`), ``A`` in ``dtype``."""
+    """``(A, sampler)`` of problem ``name`` (one of
+    :data:`~lib.chapters.oamp_net.OAMP_PROBLEMS`), ``A`` in ``dtype``."""
     if name == "kappa100":
         g = torch.Generator().manual_seed(3)
         A = sparse.ill_conditioned_matrix(250, 500, 100.0, generator=g).to(dtype)

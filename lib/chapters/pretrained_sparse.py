@@ -91,12 +91,13 @@ class SparseReference:
 #: The reference problem of ``results/unrolled_sparse`` and of both chapters.
 REFERENCE = SparseReference()
 
-#: Names known to :func:`~lib.chapters.build`, in the order the training script trains them by
-#: default.
-#: (hidden width, hidden layers) of the stored black-box MLP, the shape that won the training
-#: script's sweep over ``MLP_SHAPES`` (the stored results record it).
+#: Shape ``(hidden width, hidden layers)`` of the stored black-box MLP, the smallest network
+#: within 0.01 dB of the best of the training script's sweep over ``MLP_SHAPES`` (the stored
+#: results record the sweep).
 MLP_SHAPE = (512, 2)
 
+#: Names known to :func:`~lib.chapters.build`, in the order the training script trains them by
+#: default.
 MODELS = [
     "lean_ista",
     "alista",
@@ -163,7 +164,8 @@ def build(name: str, A: torch.Tensor, reference: SparseReference = REFERENCE) ->
     ``tista_soft`` (pseudo-inverse weight, residual-based error variance, MMSE / soft denoiser),
     ``lamp_soft`` / ``lamp_bg`` (AMP with soft / Bernoulli-Gaussian denoiser), ``lista_cp``
     (coupled LISTA, full matrices), ``oamp_net`` (OAMP with learned step and scale); ``mlp`` is
-    the black-box comparator (shape :data:`MLP_SHAPE`). ``reference`` gives
+    the black-box comparator (shape
+    :data:`~lib.chapters.pretrained_sparse.MLP_SHAPE`). ``reference`` gives
     ``T``, the sparsity ``p`` of the Bayesian denoisers and the ISTA weight ``lam``.
 
     Returns

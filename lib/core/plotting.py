@@ -11,10 +11,11 @@ chapter to chapter:
 ``data``       purely data-driven models (greens)
 ``other``      anything else (greys and purples)
 
-Within a role, a *method* keeps one style in every figure of the book: :data:`METHODS` maps a
-method's key (``"ista"``, ``"tista"``, ``"oracle"``, ...) to its label, colour, line style and
-marker, :func:`method_style` returns them and :func:`plot_method` draws a curve with them;
-:func:`legend_outside` puts the legend to the right of the axes, off the data.
+Within a role, a *method* keeps one style in every figure of the book:
+:data:`~lib.core.plotting.METHODS` maps a method's key (``"ista"``, ``"tista"``, ``"oracle"``,
+...) to its label, colour, line style and marker, :func:`~lib.core.method_style` returns them and
+:func:`~lib.core.plot_method` draws a curve with them; :func:`~lib.core.legend_outside` puts the
+legend to the right of the axes, off the data.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "other": ("#6c757d", "#7048e8", "#adb5bd"),
 }
 
-#: One style per method: ``key -> (label, colour, line style, marker)``. Classical methods are
+#: One style per method, ``key -> (label, colour, line style, marker)``. Classical methods are
 #: blues, learned ones warm colours, data-driven ones greens, linear references grey, limits black.
 METHODS: dict[str, tuple[str, str, str, str | None]] = {
     # classical sparse recovery
@@ -123,7 +124,8 @@ def line_style(role: str, index: int = 0) -> dict:
 
 
 def method_style(name: str, *, init: bool = False) -> dict:
-    """``plt.plot`` keyword arguments of method ``name`` (a key of :data:`METHODS`): colour, line
+    """``plt.plot`` keyword arguments of method ``name`` (a key of
+    :data:`~lib.core.plotting.METHODS`): colour, line
     style, marker and ``label``. ``init=True`` is the style of the same network at its classical
     initialisation (same colour, dotted, no marker, label suffixed "at init")."""
     if name not in METHODS:
