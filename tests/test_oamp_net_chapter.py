@@ -41,6 +41,9 @@ def test_problems_and_the_discrete_prior():
     assert float(nv) == pytest.approx(sparse.noise_var_for_snr(A, 0.1, 40.0))
     with pytest.raises(ValueError, match="kappa100"):
         oamp_problem("n128")
+    for bad, match in [((A, 0.0, 40.0), "p"), ((A, 1.5, 40.0), "p"), ((A[0], 0.1, 40.0), "A")]:
+        with pytest.raises(ValueError, match=match):
+            discrete_sampler(*bad)
 
 
 def test_missing_files_name_the_script(tmp_path):

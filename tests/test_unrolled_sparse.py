@@ -383,8 +383,6 @@ def test_stored_training_followed_the_protocol():
             assert tuple(rec["mlp_shape"]) == pretrained_sparse.MLP_SHAPE
         else:
             assert rec["lr"] == min(ok, key=lambda r: r["val_nmse_db"])["lr"], name
-        starts = [s for s, _ in rec["stage_starts"]] + [rec["train_steps"]]
-        assert max(b - a for a, b in zip(starts, starts[1:])) < 10**6, name
         last = rec["stage_starts"][-1][1]
         assert last.startswith("final") or last.startswith("mlp"), name
         # the last stage ended at a plateau: its last `patience` steps gained < min_delta
@@ -396,3 +394,17 @@ def test_stored_training_followed_the_protocol():
         after = min(v for s, v in vals if s > end - pat)
         assert after > before - cfg["min_delta"] - 1e-9, name
         assert f"| {name} |" in readme, name
+
+
+@pytest.mark.skipif(not (STORED / "A.pt").exists(), reason="no stored results")
+def test_single_precision_amp_bg_falls_short_as_the_results_readme_says():
+    # results/unrolled_sparse/README.md: in float32 AMP-BG (LAMP-BG at initialisation) reaches
+    # -39.7 dB at 16 iterations on the stored test set, -45.5 dB in float64
+    got = {}
+    for dt in (torch.float32, torch.float64):
+        A = pretrained_sparse.reference_matrix(dt)
+        y, nv, x = pretrained_sparse.test_set(A)
+        with torch.no_grad():
+            got[dt] = sparse.nmse_db(pretrained_sparse.build("lamp_bg", A)(y, nv)[-1], x).item()
+    assert round(got[torch.float32], 1) == -39.7 and round(got[torch.float64], 1) == -45.5
+    assert "-39.7 dB, against -45.5 dB in float64" in (STORED / "README.md").read_text()

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from lib import sparse
-from lib.core.checks import check_positive_int
+from lib.core.checks import check_number, check_positive_int, check_real
 from lib.learn.storage import load_state_dict_file
 from lib.learn.unrolled_amp import OAMPNet
 from lib.learn.unrolled_sparse import make_sampler
@@ -57,6 +57,9 @@ def discrete_sampler(A: torch.Tensor, p: float, snr_db: float):
     unit-variance Bernoulli-Gaussian prior), ``y = A x + w`` with
     ``noise_var = lib.sparse.noise_var_for_snr(A, p, snr_db)``.
     """
+    check_real(A, "A", ndim=2)
+    p = check_number(p, "p", lo=0, hi=1, lo_open=True, hi_open=True)
+    snr_db = check_number(snr_db, "snr_db")
     M, N = A.shape
     nv = sparse.noise_var_for_snr(A, p, snr_db)
     nv_t = torch.tensor(nv, dtype=A.dtype)
