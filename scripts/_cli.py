@@ -12,13 +12,24 @@ after every trained network.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import sys
 from pathlib import Path
 
 from lib.core import get_device, set_threads
 
-__all__ = ["parser", "setup", "command_line", "load_results", "write_results"]
+__all__ = [
+    "parser",
+    "setup",
+    "command_line",
+    "load_results",
+    "write_results",
+    "merge_results",
+    "TABLE_BEGIN",
+    "TABLE_END",
+    "write_readme_table",
+]
 
 
 def parser(doc: str, default_out: str) -> argparse.ArgumentParser:
@@ -90,3 +101,40 @@ def write_results(path: Path, results: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(results, indent=1))
     tmp.replace(path)
+
+
+def merge_results(path: Path, models: dict | None = None, **top) -> dict:
+    """Merge into the results file under an exclusive lock, so that several processes can
+    train different networks into one file at once: ``models`` entries are added or replaced,
+    every other keyword replaces a top-level entry, except ``commands`` and
+    ``seconds_per_command`` whose items are appended. Returns the merged contents."""
+    lock = path.with_name(path.name + ".lock")
+    with open(lock, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            results = load_results(path, {"models": {}})
+            results.setdefault("models", {}).update(models or {})
+            for k, v in top.items():
+                if k in ("commands", "seconds_per_command"):
+                    results.setdefault(k, []).extend(v)
+                else:
+                    results[k] = v
+            write_results(path, results)
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    return results
+
+
+TABLE_BEGIN, TABLE_END = "<!-- table: written by the script -->", "<!-- end of table -->"
+
+
+def write_readme_table(readme: Path, table: str) -> None:
+    """Replace the text between the table markers of ``readme`` (if it exists and has them)."""
+    if not readme.exists():
+        return
+    text = readme.read_text()
+    if TABLE_BEGIN not in text or TABLE_END not in text:
+        return
+    head, rest = text.split(TABLE_BEGIN, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    readme.write_text(f"{head}{TABLE_BEGIN}\n{table}\n{TABLE_END}{tail}")

@@ -302,9 +302,6 @@ def export_partial(name, args, A, val, test_db, res_path, problem, settings, com
           f"{per_layer[-1]:.2f} dB after {len(hist)} steps", flush=True)  # fmt: skip
 
 
-TABLE_BEGIN, TABLE_END = "<!-- table: written by the script -->", "<!-- end of table -->"
-
-
 def readme_table(results: dict) -> str:
     """The README's table: per network, the rate, steps, samples, time and test NMSE."""
     rows = [
@@ -324,17 +321,9 @@ def readme_table(results: dict) -> str:
 
 
 def write_readme_table(out: Path) -> None:
-    """Replace the table between the markers of ``out/README.md`` (if the file has them)."""
-    readme = out / "README.md"
-    if not readme.exists():
-        return
-    text = readme.read_text()
-    if TABLE_BEGIN not in text or TABLE_END not in text:
-        return
-    head, rest = text.split(TABLE_BEGIN, 1)
-    _, tail = rest.split(TABLE_END, 1)
+    """Rewrite the table between the markers of ``out/README.md`` (if the file has them)."""
     table = readme_table(_cli.load_results(out / "results.json", {"models": {}}))
-    readme.write_text(f"{head}{TABLE_BEGIN}\n{table}\n{TABLE_END}{tail}")
+    _cli.write_readme_table(out / "README.md", table)
 
 
 def main(argv=None):

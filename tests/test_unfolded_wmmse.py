@@ -1,5 +1,6 @@
 """Tests of lib.learn.unfolded_wmmse: eq. (12), projection, Algorithm 1, training, stored sweep."""
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -141,6 +142,72 @@ def test_step_parameterisations_and_round_trip():
         PGDStepSizes(4, [1.0, 2.0])
 
 
+def test_normalised_momentum_forward_matches_manual_loop():
+    """Normalised steps gamma / tr(A) and heavy-ball momentum, written out by hand."""
+    H, _, _, _ = _setup(B=5, seed=4)
+    P, s2 = torch.full((5,), 100.0, dtype=torch.float64), 1.0
+    G = torch.tensor([[0.5, 2.0, 0.3], [0.2, 0.4, 1.0]], dtype=torch.float64)
+    Bt = torch.tensor([[0.7, -0.2], [1.3, 0.4]], dtype=torch.float64)
+    model = UnfoldedWMMSE.from_step_sizes(G, betas=Bt, normalised_steps=True)
+    assert model.momentum and model.normalised_steps
+    assert torch.allclose(model.momentum_coeffs(), Bt)
+    out = model(H, P, s2)
+    V = matched_filter_init(H, P)
+    for t in range(2):
+        u = wmmse_receivers(H, V, s2)
+        w = wmmse_weights(H, V, u, s2)
+        A = (H.mH * (w * u.abs() ** 2).to(H.dtype)[:, None, :]) @ H
+        tr = torch.diagonal(A, dim1=-2, dim2=-1).real.sum(-1)
+        V_prev = V
+        for q in range(3):
+            Y = V if q == 0 else V + Bt[t, q - 1] * (V - V_prev)
+            V_prev = V
+            g = (G[t, q] / tr).to(H.dtype)[:, None, None]
+            V = project_power_ball(Y - g * pgd_gradient(H, Y, u, w, A=A), P)
+        assert torch.allclose(out[t], V, atol=1e-12, rtol=0)
+    # zero momentum is plain PGD; the flag without betas changes nothing else
+    plain = UnfoldedWMMSE.from_step_sizes(G, betas=torch.zeros(2, 2, dtype=torch.float64))
+    assert torch.allclose(plain(H, P, s2), UnfoldedWMMSE.from_step_sizes(G)(H, P, s2), atol=1e-13)
+    with pytest.raises(ValueError, match="betas"):
+        UnfoldedWMMSE.from_step_sizes(G, betas=torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="momentum_init"):
+        PGDStepSizes(3, 1.0, momentum=True, momentum_init=[0.1, 0.2, 0.3])
+
+
+@pytest.mark.parametrize("c", [0.01, 10.0, 1000.0])
+def test_normalised_steps_are_scale_free(c):
+    """P -> c P, sigma^2 -> c sigma^2 scales every layer's V by sqrt(c) exactly when the steps
+    are divided by tr(A) (A scales like 1/c), so the WSR is unchanged; fixed steps are not."""
+    H, _, _, _ = _setup(B=8, seed=5)
+    G = torch.tensor([[0.5, 2.0, 0.3, 0.9]] * 3, dtype=torch.float64)
+    for normalised in (True, False):
+        m = UnfoldedWMMSE.from_step_sizes(G, normalised_steps=normalised)
+        r1 = per_layer_wsr(m, H, 100.0, 1.0)
+        r2 = per_layer_wsr(m, H, 100.0 * c, c)
+        same = torch.allclose(r1, r2, atol=1e-9, rtol=0)
+        assert same if normalised else not same
+
+
+def test_momentum_model_trains_and_round_trips():
+    torch.manual_seed(0)
+    m = UnfoldedWMMSE(2, 3, init_step=0.5, log_steps=True, normalised_steps=True, momentum=True)
+    assert sum(p.numel() for p in m.parameters()) == 2 * 3 + 2 * 2
+    sampler = make_sampler(4, 4, 20.0)
+    (H, P, s2), _ = sampler(500, torch.Generator().manual_seed(9))
+    before = per_layer_wsr(m, H, P, s2)[-1].mean()
+    loss = functools.partial(wsr_loss, last_only=True)
+    fit(m, loss, sampler, steps=60, lr=3e-2, batch_size=100, progress=False)
+    after = per_layer_wsr(m, H, P, s2)[-1].mean()
+    assert after > before + 0.3  # 20 dB: the untrained steps are far from good
+    assert bool((m.momentum_coeffs() != 0).any())
+    m2 = UnfoldedWMMSE.from_step_sizes(
+        m.step_sizes(), betas=m.momentum_coeffs(), normalised_steps=True
+    )
+    assert torch.allclose(m2(H, P, s2), m(H, P, s2), atol=1e-12)
+    m3 = m.extend_pgd(1)
+    assert m3.momentum_coeffs().shape == (2, 3) and bool((m3.momentum_coeffs()[:, -1] == 0).all())
+
+
 def test_extend_pgd_warm_start():
     G = torch.tensor([[0.5, 2.0, 0.3, 0.1], [0.2, 0.4, -0.1, 1.0]], dtype=torch.float64)
     m = UnfoldedWMMSE.from_step_sizes(G).extend_pgd(2)
@@ -158,6 +225,8 @@ def test_loss_is_minus_sum_over_layers_of_wsr():
     ref = -sum(sum_rate(H, out[l], s2).mean() for l in range(3))
     assert torch.allclose(wsr_loss(out, target), ref, atol=1e-12)
     assert torch.allclose(per_layer_wsr(m, H, P, s2).sum(0).mean(), -ref, atol=1e-12)
+    last = wsr_loss(out, target, last_only=True)
+    assert torch.allclose(last, -sum_rate(H, out[-1], s2).mean(), atol=1e-12)
 
 
 def test_truncated_wmmse_matches_lib_downlink():
@@ -186,7 +255,7 @@ def test_training_improves_wsr_and_progressive_extension():
         steps_per_stage=5,
         lr=1e-2,
         batch_size=32,
-        callback=lambda mm: seen.append(mm.pgd_steps),
+        callback=lambda mm, h: seen.append(mm.pgd_steps),
     )
     assert m2.pgd_steps == 6 and seen == [5, 6] and len(hists) == 2
 
@@ -220,6 +289,12 @@ def test_flop_counts():
     assert 3 < big_u <= 4.5  # O(K M^2)
     assert flops_unfolded_wmmse(4, 4, 1, 4) < flops_wmmse(4, 4, 1)
     assert 0 < flops_zf(4, 4) < flops_rzf(4, 4) < flops_wmmse(4, 4, 1)
+    # normalisation: tr(A) (M adds), a reciprocal, Q products; momentum 6 M K per step q >= 2
+    base = flops_unfolded_wmmse(4, 4, 1, 7)
+    assert flops_unfolded_wmmse(4, 4, 1, 7, normalised_steps=True) == base + 4 + 1 + 7
+    assert flops_unfolded_wmmse(4, 4, 1, 7, momentum=True) == base + 6 * 6 * 16
+    accel = functools.partial(flops_unfolded_wmmse, normalised_steps=True, momentum=True)
+    assert accel(4, 4, 1, 7) <= flops_wmmse(4, 4, 1) < accel(4, 4, 1, 8)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -246,6 +321,8 @@ def _stored():
         "snr20_L2_K4_log",
         "snr20_L3_K8_free",
         "snr5_L1_K4_same-sweep",
+        "snr10_L3_K7_accel",
+        "snr20_L6_K7_accel",
     ],
 )
 def test_stored_step_sizes_reproduce_stored_wsr(name):

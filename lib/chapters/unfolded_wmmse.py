@@ -35,6 +35,7 @@ __all__ = [
     "SWEEP_FILE",
     "power_for_snr",
     "test_channels",
+    "validation_channels",
     "model_key",
     "stored_sweep",
     "stored_entry",
@@ -96,10 +97,20 @@ def test_channels(
 test_channels.__test__ = False  # not a pytest test when imported into a test module
 
 
+def validation_channels(snr_db: float, n: int = 2000, setup: DownlinkSetup = SETUP) -> torch.Tensor:
+    """The validation channels of one SNR, ``(n, K, M)`` complex128: i.i.d. Rayleigh,
+    ``torch.Generator`` seed ``5000 + 10 * SNR`` (disjoint from the training stream and the
+    test set); what the plateau protocol of ``scripts/train_unfolded_wmmse.py`` validates on.
+    """
+    check_positive_int(n, "n")
+    g = torch.Generator().manual_seed(5000 + int(round(10 * snr_db)))
+    return rayleigh(n, setup.users, setup.antennas, generator=g, dtype=torch.complex128)
+
+
 def model_key(snr_db: float, layers: int, pgd_steps: int = 4, variant: str = "free") -> str:
     """Key of a stored network: ``f"snr{snr_db:g}_L{layers}_K{pgd_steps}_{variant}"``.
 
-    ``variant``: ``free``, ``same``, ``log``, ``lr`` or ``<v>-sweep`` (see
+    ``variant``: ``free``, ``same``, ``log``, ``lr``, ``accel`` or ``<v>-sweep`` (see
     ``results/unfolded_wmmse/README.md``); ``L`` and ``K`` are the paper's names of the
     numbers of layers ``T`` and PGD steps ``Q``.
     """
@@ -145,9 +156,15 @@ def stored_model(
 
     ``UnfoldedWMMSE.from_step_sizes(entry["step_sizes"], same_step=entry["same_step"])``
     (the stored step sizes are values, so a log-domain network is rebuilt in the linear
-    parameterisation: the same forward pass). ``sweep`` is a loaded
-    :func:`~lib.chapters.stored_sweep`
+    parameterisation: the same forward pass); an entry with ``"momentum"`` coefficients
+    ``(T, Q - 1)`` and ``"normalised_steps": true`` (the ``accel`` series) is rebuilt with
+    them. ``sweep`` is a loaded :func:`~lib.chapters.stored_sweep`
     (read from :data:`~lib.chapters.unfolded_wmmse.SWEEP_FILE` when ``None``).
     """
     e = stored_entry(snr_db, layers, pgd_steps, variant, sweep=sweep)
-    return UnfoldedWMMSE.from_step_sizes(e["step_sizes"], same_step=e["same_step"])
+    return UnfoldedWMMSE.from_step_sizes(
+        e["step_sizes"],
+        betas=e.get("momentum"),
+        same_step=e["same_step"],
+        normalised_steps=e.get("normalised_steps", False),
+    )

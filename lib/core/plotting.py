@@ -63,11 +63,23 @@ METHODS: dict[str, tuple[str, str, str, str | None]] = {
     "lamp_bg": ("LAMP-BG", "#c2255c", "-", "o"),
     "lista_cp": ("LISTA-CP", "#862e9c", "-", "x"),
     "oamp_net": ("OAMP-Net", "#a61e4d", "-", "P"),
+    # classical precoding (chapters Downlink beamforming, Unfolded WMMSE)
+    "wmmse_trunc": ("WMMSE truncated at T iterations", "#1f4e9c", "-", "s"),
+    "wmmse_conv": ("WMMSE converged", "#0b2a5b", ":", None),
+    "zf": ("ZF", "#3f7fd1", "none", "v"),
+    "rzf": ("RZF", "#7aaee8", "none", "^"),
+    # learned (unfolded) precoding
+    "unfolded_wmmse": ("unfolded WMMSE (Q = 4)", "#d9480f", "-", "s"),
+    "unfolded_same": ("unfolded, same γ per layer", "#f08c00", "-", "v"),
+    "unfolded_log": ("unfolded, log-domain γ", "#e8590c", "--", "D"),
+    "unfolded_norm": ("unfolded, γ/tr A (Q = 8)", "#862e9c", "--", "x"),
+    "unfolded_accel": ("unfolded, γ/tr A + momentum (Q = 7)", "#c2255c", "-", "P"),
     # data-driven
     "mlp": ("black-box MLP", "#2b8a3e", "-.", "^"),
     # limits
     "oracle": ("support oracle", "#000000", "--", None),
     "bayes": ("Bayes-optimal limit (state evolution)", "#495057", ":", None),
+    "dpc": ("sum capacity (DPC)", "#000000", "-.", None),
 }
 
 _LINESTYLE = {"classical": "-", "learned": "-", "bound": "--", "data": "-.", "other": ":"}

@@ -68,13 +68,24 @@ def flops_wmmse(M: int, K: int, iters: int, *, bisection_iters: int = 50) -> int
     return int(iters * per)
 
 
-def flops_unfolded_wmmse(M: int, K: int, layers: int, pgd_steps: int) -> int:
+def flops_unfolded_wmmse(
+    M: int,
+    K: int,
+    layers: int,
+    pgd_steps: int,
+    *,
+    normalised_steps: bool = False,
+    momentum: bool = False,
+) -> int:
     """Real flops per channel of the unfolded WMMSE, ``T`` layers of ``Q`` PGD steps each.
 
     Per layer: u and w updates; ``A`` (``K M^2`` complex MACs) and ``R`` (``M K`` complex
     multiplies) once; per PGD step ``A V`` (``M^2 K`` MACs), the gradient step
     (``M K`` complex MACs + subtraction), the norm (``3 M K``) and the projection scale
     (``M K`` real-complex products and a few scalars) -- ``O(T Q K M^2)`` overall.
+    ``normalised_steps``: ``tr(A)`` (``M`` real adds), its reciprocal and ``Q`` scalar
+    products per layer; ``momentum``: per step ``q >= 2`` the difference, its scaling by
+    ``beta`` and the sum (``6 M K``) (:class:`~lib.learn.UnfoldedWMMSE`).
 
     Parameters
     ----------
@@ -93,6 +104,10 @@ def flops_unfolded_wmmse(M: int, K: int, layers: int, pgd_steps: int) -> int:
         check_positive_int(v, n, minimum=0 if n == "layers" else 1)
     step = 8 * M * M * K + (2 + 8) * M * K + 3 * M * K + 2 * M * K + 5
     per = _uw_flops(M, K) + 8 * K * M * M + 6 * M * K + pgd_steps * step
+    if normalised_steps:
+        per += M + 1 + pgd_steps
+    if momentum:
+        per += (pgd_steps - 1) * 6 * M * K
     return int(layers * per)
 
 

@@ -103,12 +103,25 @@ def _project(V, sp) -> torch.Tensor:
     return V * (sp / (torch.relu(nrm - sp) + sp)).to(V.dtype)[:, None, None]
 
 
-def _pgd(H, V, u, aw, sp, steps) -> torch.Tensor:
-    """``Q = len(steps)`` PGD steps (eqs. (12a)-(12b)) with ``A`` and ``R`` formed once."""
+def _pgd(H, V, u, aw, sp, steps, betas=None, normalised=False) -> torch.Tensor:
+    """``Q = len(steps)`` PGD steps (eqs. (12a)-(12b)) with ``A`` and ``R`` formed once.
+
+    ``normalised``: step ``q`` is ``steps[q] / tr(A)`` per channel (scale-free step, chapter
+    *Unfolded WMMSE*, Sec. 9); ``betas`` ``(Q - 1,)``: heavy-ball momentum, step ``q >= 2``
+    starts from ``V^(q-1) + beta_(q-1) (V^(q-1) - V^(q-2))``.
+    """
     A = _gram_A(H, u, aw)
     R = _rhs(H, u, aw)
+    if normalised:
+        inv_tr = 1.0 / torch.diagonal(A, dim1=-2, dim2=-1).real.sum(-1)
+        g = (steps[None, :] * inv_tr[:, None]).to(H.dtype)[:, :, None, None]  # (B, Q, 1, 1)
+    else:
+        g = steps.to(H.dtype)[None, :, None, None].expand(1, -1, 1, 1)
+    V_prev = V
     for q in range(steps.shape[0]):
-        V = _project(V - steps[q].to(H.dtype) * _gradient(A, V, R), sp)
+        Y = V if betas is None or q == 0 else V + betas[q - 1].to(H.dtype) * (V - V_prev)
+        V_prev = V
+        V = _project(Y - g[:, q] * _gradient(A, Y, R), sp)
     return V
 
 
@@ -236,13 +249,25 @@ class PGDStepSizes(nn.Module):
     log_steps : bool
         Store ``log gamma`` (positive steps, multiplicative Adam updates); otherwise ``gamma``
         itself, free in R as in the paper.
+    momentum : bool
+        Also hold ``Q - 1`` trainable heavy-ball coefficients ``beta^(2..Q)`` (initialised at
+        ``momentum_init``), returned by ``layer.betas()``.
+    momentum_init : float or sequence of ``Q - 1`` floats
     dtype : torch.dtype
 
     ``layer()`` returns the ``(Q,)`` step sizes.
     """
 
     def __init__(
-        self, pgd_steps: int, init=1.0, *, same_step=False, log_steps=False, dtype=torch.float64
+        self,
+        pgd_steps: int,
+        init=1.0,
+        *,
+        same_step=False,
+        log_steps=False,
+        momentum=False,
+        momentum_init=0.0,
+        dtype=torch.float64,
     ):
         super().__init__()
         Q = check_positive_int(pgd_steps, "pgd_steps")
@@ -261,10 +286,25 @@ class PGDStepSizes(nn.Module):
         self.same_step = bool(same_step)
         self.log_steps = bool(log_steps)
         self.param = nn.Parameter(torch.log(init_t) if log_steps else init_t.clone())
+        self.momentum = bool(momentum)
+        if self.momentum:
+            b = torch.as_tensor(momentum_init, dtype=dtype).flatten()
+            if b.numel() == 1:
+                b = b.expand(Q - 1).clone()
+            if b.numel() != Q - 1 or not bool(torch.isfinite(b).all()):
+                raise ValueError(
+                    f"momentum_init must be a finite number or have {Q - 1} entries, "
+                    f"got {b.numel()}"
+                )
+            self.beta = nn.Parameter(b.clone())
 
     def forward(self) -> torch.Tensor:
         g = torch.exp(self.param) if self.log_steps else self.param
         return g.expand(self.pgd_steps) if self.same_step else g
+
+    def betas(self) -> torch.Tensor | None:
+        """The ``(Q - 1,)`` momentum coefficients, or ``None`` without momentum."""
+        return self.beta if self.momentum else None
 
 
 class UnfoldedWMMSE(UnrolledModel):
@@ -285,6 +325,14 @@ class UnfoldedWMMSE(UnrolledModel):
         Initial step sizes.
     same_step, log_steps : bool
         See :class:`~lib.learn.PGDStepSizes`.
+    normalised_steps : bool
+        Divide every step size by ``tr(A)`` of its channel and layer (``tr(A) >= lambda_max(A)``,
+        so ``gamma / tr(A)`` is a scale-free step for the quadratic sub-problem with Hessian
+        ``2 A``; chapter *Unfolded WMMSE*, Sec. 9). Costs ``M + Q + 1`` flops per layer.
+    momentum : bool
+        Heavy-ball PGD: step ``q >= 2`` of a layer starts from
+        ``V^(q-1) + beta_t^(q) (V^(q-1) - V^(q-2))`` with trainable ``beta_t^(q)`` (initialised
+        at 0, i.e. plain PGD).
     weights : real tensor ``(K,)``, optional
         User priorities ``alpha`` used by the PGD steps, by :func:`~lib.learn.wsr_loss` (which
         reads them
@@ -306,6 +354,8 @@ class UnfoldedWMMSE(UnrolledModel):
         init_step=1.0,
         same_step=False,
         log_steps=False,
+        normalised_steps=False,
+        momentum=False,
         weights=None,
         dtype=torch.float64,
     ):
@@ -322,13 +372,22 @@ class UnfoldedWMMSE(UnrolledModel):
             inits = [init] * T
         super().__init__(
             [
-                PGDStepSizes(Q, g, same_step=same_step, log_steps=log_steps, dtype=dtype)
+                PGDStepSizes(
+                    Q,
+                    g,
+                    same_step=same_step,
+                    log_steps=log_steps,
+                    momentum=momentum,
+                    dtype=dtype,
+                )
                 for g in inits
             ]
         )
         self.pgd_steps = Q
         self.same_step = bool(same_step)
         self.log_steps = bool(log_steps)
+        self.normalised_steps = bool(normalised_steps)
+        self.momentum = bool(momentum)
         if weights is not None:
             if not isinstance(weights, torch.Tensor):
                 weights = torch.as_tensor(weights, dtype=dtype)
@@ -361,7 +420,7 @@ class UnfoldedWMMSE(UnrolledModel):
     def layer_forward(self, layer, V, t, H, power, noise_var):
         u, w = _receivers_weights(H, V, noise_var)
         aw = w if self.weights is None else self.weights.to(w.dtype) * w
-        return _pgd(H, V, u, aw, torch.sqrt(power), layer())
+        return _pgd(H, V, u, aw, torch.sqrt(power), layer(), layer.betas(), self.normalised_steps)
 
     # -- convenience ---------------------------------------------------------------- #
     def precode(self, H, power, noise_var) -> torch.Tensor:
@@ -372,14 +431,41 @@ class UnfoldedWMMSE(UnrolledModel):
         """The step sizes ``Gamma`` as a ``(T, Q)`` tensor (detached)."""
         return torch.stack([layer().detach() for layer in self.layers])
 
+    def momentum_coeffs(self) -> torch.Tensor | None:
+        """The momentum coefficients as a ``(T, Q - 1)`` tensor (detached), or ``None``."""
+        if not self.momentum:
+            return None
+        return torch.stack([layer.betas().detach() for layer in self.layers])
+
     @classmethod
     def from_step_sizes(
-        cls, gammas, *, same_step=False, log_steps=False, weights=None, dtype=torch.float64
+        cls,
+        gammas,
+        *,
+        betas=None,
+        same_step=False,
+        log_steps=False,
+        normalised_steps=False,
+        weights=None,
+        dtype=torch.float64,
     ) -> UnfoldedWMMSE:
-        """A model with given step sizes ``(T, Q)`` (e.g. loaded from a JSON file)."""
+        """A model with given step sizes ``(T, Q)`` (e.g. loaded from a JSON file).
+
+        ``betas`` ``(T, Q - 1)``: momentum coefficients (a momentum model); ``None``: plain PGD.
+        """
         g = torch.as_tensor(gammas, dtype=dtype)
         if g.dim() != 2 or g.numel() == 0:
             raise ValueError(f"gammas must have shape (T, Q), got {tuple(g.shape)}")
+        if log_steps and bool((g <= 0).any()):
+            raise ValueError("log_steps=True needs positive step sizes in gammas")
+        b = None
+        if betas is not None:
+            b = torch.as_tensor(betas, dtype=dtype)
+            if b.shape != (g.shape[0], g.shape[1] - 1):
+                raise ValueError(
+                    f"betas must have shape (T, Q - 1) = ({g.shape[0]}, {g.shape[1] - 1}), "
+                    f"got {tuple(b.shape)}"
+                )
         init = g[:, :1] if same_step else g
         model = cls(
             g.shape[0],
@@ -387,12 +473,16 @@ class UnfoldedWMMSE(UnrolledModel):
             init_step=1.0,
             same_step=same_step,
             log_steps=log_steps,
+            normalised_steps=normalised_steps,
+            momentum=b is not None,
             weights=weights,
             dtype=dtype,
         )
         with torch.no_grad():
-            for layer, row in zip(model.layers, init):
+            for t, (layer, row) in enumerate(zip(model.layers, init)):
                 layer.param.copy_(torch.log(row) if log_steps else row)
+                if b is not None:
+                    layer.beta.copy_(b[t])
         return model
 
     def extend_pgd(self, extra: int = 1) -> UnfoldedWMMSE:
@@ -407,8 +497,16 @@ class UnfoldedWMMSE(UnrolledModel):
             raise ValueError("extend_pgd is for models with free step sizes (same_step=False)")
         G = self.step_sizes()
         G = torch.cat([G, G[:, -1:].expand(-1, extra)], dim=1)
+        b = self.momentum_coeffs()
+        if b is not None:  # added steps start without momentum
+            b = torch.cat([b, b.new_zeros(b.shape[0], extra)], dim=1)
         return UnfoldedWMMSE.from_step_sizes(
-            G, log_steps=self.log_steps, weights=self.weights, dtype=G.dtype
+            G,
+            betas=b,
+            log_steps=self.log_steps,
+            normalised_steps=self.normalised_steps,
+            weights=self.weights,
+            dtype=G.dtype,
         )
 
 
@@ -424,7 +522,9 @@ def _layer_wsr(outputs, H, noise_var, weights) -> torch.Tensor:
     return r.view(T, B)
 
 
-def wsr_loss(outputs: torch.Tensor, target, weights=None, *, model=None) -> torch.Tensor:
+def wsr_loss(
+    outputs: torch.Tensor, target, weights=None, *, model=None, last_only: bool = False
+) -> torch.Tensor:
     """Minus the sum over layers of the weighted sum rate, averaged over the batch (eq. (14)).
 
     Parameters
@@ -439,11 +539,16 @@ def wsr_loss(outputs: torch.Tensor, target, weights=None, *, model=None) -> torc
     model : UnfoldedWMMSE, optional
         When given (the trainer passes the model it trains), ``weights`` default to the
         model's, so a weighted model is trained on its own weighted sum rate.
+    last_only : bool
+        Only the last layer's WSR (the objective when a network is judged by its output alone;
+        chapter *Unfolded WMMSE*, Sec. 9). Use ``functools.partial(wsr_loss, last_only=True)``
+        as the loss of :func:`lib.learn.fit`.
 
     Returns
     -------
     torch.Tensor
-        Scalar, ``-(1/B) sum_b sum_t WSR(H_b, V_t,b)`` in bits/s/Hz.
+        Scalar, ``-(1/B) sum_b sum_t WSR(H_b, V_t,b)`` in bits/s/Hz (``t = T`` only with
+        ``last_only``).
     """
     H, noise_var = target
     _check_H(H)
@@ -459,6 +564,8 @@ def wsr_loss(outputs: torch.Tensor, target, weights=None, *, model=None) -> torc
         weights = mw
     elif mw is not None and not torch.equal(torch.as_tensor(weights).to(mw), mw):
         raise ValueError("wsr_loss got weights that differ from the model's weights")
+    if last_only:
+        outputs = outputs[-1:]
     return -_layer_wsr(outputs, H, noise_var, weights).sum(0).mean()
 
 
@@ -511,6 +618,9 @@ def train_progressive(
     device="cpu",
     progress=False,
     callback=None,
+    plan=None,
+    loss=wsr_loss,
+    fit_kwargs=None,
 ):
     """Progressive extension of the PGD sequence (Pellaco et al., Sec. VI-B, Fig. 5).
 
@@ -519,7 +629,10 @@ def train_progressive(
     ``steps_per_stage`` Adam steps on :func:`~lib.learn.wsr_loss` (one :func:`lib.learn.fit` stage
     per
     added step, seeded ``seed + Q'`` with ``Q'`` the new number of steps), until
-    ``final_pgd_steps``. ``callback(model)`` is called after each stage.
+    ``final_pgd_steps``. ``callback(model, history)`` is called after each stage. ``plan``
+    replaces the one fixed-length stage per added step (e.g. :func:`lib.learn.lr_stages` with a
+    patience, validated through ``fit_kwargs = dict(val_data=..., val_fn=...)``, which are
+    passed on to :func:`lib.learn.fit`); ``loss`` replaces :func:`~lib.learn.wsr_loss`.
 
     Returns
     -------
@@ -533,7 +646,7 @@ def train_progressive(
         raise ValueError(f"final_pgd_steps must be >= the model's {model.pgd_steps} steps")
     steps_per_stage = check_positive_int(steps_per_stage, "steps_per_stage")
     if callback is not None and not callable(callback):
-        raise TypeError("callback must be callable: callback(model)")
+        raise TypeError("callback must be callable: callback(model, history)")
     hists = []
     while model.pgd_steps < final_pgd_steps:
         model = model.extend_pgd(1)
@@ -541,17 +654,18 @@ def train_progressive(
             model,
             wsr_loss,
             sampler,
-            plan=[Stage(f"extend-{model.pgd_steps}", steps_per_stage)],
+            plan=[Stage(f"extend-{model.pgd_steps}", steps_per_stage)] if plan is None else plan,
             lr=lr,
             batch_size=batch_size,
             seed=seed + model.pgd_steps,
             device=device,
             progress=progress,
+            **(fit_kwargs or {}),
         )
         model.cpu()
         hists.append(h)
         if callback is not None:
-            callback(model)
+            callback(model, h)
     return model, hists
 
 
