@@ -38,17 +38,21 @@ Series (``--series``, default all):
 Writes ``--out/step_sizes.json``: for every model its step sizes ``(L, K)``, the training
 settings and time, the loss every 10 steps, and the test WSR per layer (mean and standard
 error) on 10,000 fresh channels per SNR (generator seed ``1000 + 10 * SNR``), next to the
-truncated WMMSE on the same channels. The file is rewritten after every model, and every
-network's training is checkpointed (``_build/checkpoints/unfolded_wmmse``): ``--resume``
+truncated WMMSE on the same channels, and the validation curve. Every network is merged into
+the file when it is done (under a lock: several processes may fill one file), and the training
+of every series network is checkpointed (``_build/checkpoints/unfolded_wmmse``): ``--resume``
 reloads the finished networks from their final checkpoints and continues the interrupted one
-where it stopped, so an interrupted run ends with the same numbers as an uninterrupted one.
+where it stopped, so an interrupted run ends with the same numbers as an uninterrupted one
+(progressive extensions are not checkpointed; they are retrained, with the same seeds).
 ``tests/test_unfolded_wmmse.py`` re-evaluates the file.
 
 Usage::
 
-    nice -n 5 python scripts/train_unfolded_wmmse.py             # CPU, ~20-25 minutes
+    nice -n 5 python scripts/train_unfolded_wmmse.py             # CPU, ~70 min on one core
     nice -n 5 python scripts/train_unfolded_wmmse.py --resume    # after an interruption
-    python scripts/train_unfolded_wmmse.py --device cuda --steps 4000 --full-grid
+    python scripts/train_unfolded_wmmse.py --series snr20_accel snr10_accel &  # in parallel:
+    python scripts/train_unfolded_wmmse.py --series snr20_free snr20_log      # one file, locked
+    python scripts/train_unfolded_wmmse.py --device cuda --full-grid
 """
 
 from __future__ import annotations

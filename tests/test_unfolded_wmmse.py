@@ -440,6 +440,16 @@ def test_chapter_test_set_and_stored_sweep_helpers(tmp_path):
     assert m.same_step and count_params(m) == 1
     with pytest.raises(KeyError, match="snr10_L2_K4_same"):
         chapter.stored_model(10.0, 2, 4, "same", sweep=sweep)
+    # the validation set: fixed, and not the test set
+    Hv = chapter.validation_channels(10.0, 50)
+    assert torch.equal(Hv, chapter.validation_channels(10.0, 50)) and not torch.equal(Hv, H)
+    # an accelerated entry is rebuilt with its momentum and normalised steps
+    acc = {"step_sizes": [[0.5, 1.0, 0.2]], "momentum": [[0.3, 1.2]], "same_step": False,
+           "normalised_steps": True}  # fmt: skip
+    m = chapter.stored_model(10.0, 1, 3, "accel", sweep={"models": {"snr10_L1_K3_accel": acc}})
+    assert m.normalised_steps and torch.allclose(
+        m.momentum_coeffs(), torch.tensor([[0.3, 1.2]], dtype=torch.float64)
+    )
 
 
 def count_params(m):

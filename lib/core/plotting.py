@@ -71,8 +71,10 @@ METHODS: dict[str, tuple[str, str, str, str | None]] = {
     # learned (unfolded) precoding
     "unfolded_wmmse": ("unfolded WMMSE (Q = 4)", "#d9480f", "-", "s"),
     "unfolded_same": ("unfolded, same γ per layer", "#f08c00", "-", "v"),
-    "unfolded_log": ("unfolded, log-domain γ", "#e8590c", "--", "D"),
-    "unfolded_norm": ("unfolded, γ/tr A (Q = 8)", "#862e9c", "--", "x"),
+    "unfolded_log": ("unfolded, log-domain γ", "#9c36b5", "--", "D"),
+    "unfolded_q8": ("unfolded, Q = 8 (progressive)", "#d9480f", "--", "s"),
+    "unfolded_log_q8": ("unfolded, log-domain γ, Q = 8 (progressive)", "#9c36b5", ":", "D"),
+    "unfolded_norm": ("unfolded, γ/tr A (Q = 8)", "#5f3dc4", "--", "x"),
     "unfolded_accel": ("unfolded, γ/tr A + momentum (Q = 7)", "#c2255c", "-", "P"),
     # data-driven
     "mlp": ("black-box MLP", "#2b8a3e", "-.", "^"),
