@@ -66,8 +66,11 @@ METHODS: dict[str, tuple[str, str, str, str | None]] = {
     # classical precoding (chapters Downlink beamforming, Unfolded WMMSE)
     "wmmse_trunc": ("WMMSE truncated at T iterations", "#1f4e9c", "-", "s"),
     "wmmse_conv": ("WMMSE converged", "#0b2a5b", ":", None),
-    "zf": ("ZF", "#3f7fd1", "none", "v"),
-    "rzf": ("RZF", "#7aaee8", "none", "^"),
+    "mrt": ("MRT", "#74c0fc", "-", "o"),
+    "zf": ("ZF", "#1971c2", "-", "v"),
+    "rzf": ("RZF", "#4c6ef5", "-", "^"),
+    "zf_power_control": ("ZF + power control", "#1971c2", "--", "v"),
+    "socp": ("optimal (duality = SOCP)", "#495057", "--", None),
     # learned (unfolded) precoding
     "unfolded_wmmse": ("unfolded WMMSE (Q = 4)", "#d9480f", "-", "s"),
     "unfolded_same": ("unfolded, same γ per layer", "#f08c00", "-", "v"),

@@ -115,7 +115,7 @@ def test_all_pages_offline_without_console_errors(browser, server):
         if page.locator(".math").count() or page.locator("span.math, div.math").count():
             page.wait_for_function("window.MathJax && MathJax.startup && MathJax.startup.promise")
             page.evaluate("MathJax.startup.promise")
-            page.wait_for_selector("mjx-container", timeout=20000)
+            page.wait_for_selector("article mjx-container", timeout=20000)
             raw = page.locator("div.math:not(:has(mjx-container))").count()
             if raw:
                 problems.setdefault(rel, []).append(f"{raw} display equations not typeset")
@@ -138,7 +138,7 @@ def test_all_pages_offline_without_console_errors(browser, server):
 
 def test_chapter_math_figures_widgets_and_folded_solution(browser, server):
     context, page, log = _open(browser, server, "book/channels.html")
-    page.wait_for_selector("mjx-container", timeout=20000)
+    page.wait_for_selector("article mjx-container", timeout=20000)
     assert page.locator("mjx-container").count() > 10
 
     figures = page.locator("img")
