@@ -71,6 +71,14 @@ METHODS: dict[str, tuple[str, str, str, str | None]] = {
     "rzf": ("RZF", "#4c6ef5", "-", "^"),
     "zf_power_control": ("ZF + power control", "#1971c2", "--", "v"),
     "socp": ("optimal (duality = SOCP)", "#495057", "--", None),
+    # classical hybrid beamforming (chapters Hybrid arrays and codebooks, Hybrid ... outage)
+    "ghbf_greedy": ("greedy codeword correction (G-HBF)", "#1864ab", "-", "o"),
+    "fully_digital": ("fully digital (lower bound)", "#000000", "--", "D"),
+    "ghbf_marg": ("G-HBF-marg", "#1864ab", "-", "s"),
+    "diag_loading": ("diagonal loading", "#15aabf", "-", "o"),
+    "naive_hbf": ("naive (margin 0 dB)", "#0b2a5b", "none", "o"),
+    "conic_sdp": ("conic robust SDP", "#5c7cfa", "none", "s"),
+    "ghbf_perf": ("G-HBF-perf (perfect CSI): lower bound", "#212529", "--", None),
     # learned (unfolded) precoding
     "unfolded_wmmse": ("unfolded WMMSE (Q = 4)", "#d9480f", "-", "s"),
     "unfolded_same": ("unfolded, same γ per layer", "#f08c00", "-", "v"),
