@@ -33,3 +33,25 @@ def test_plot_method_draws_curves_and_levels_and_the_legend_sits_outside():
     fig.canvas.draw()
     assert leg.get_window_extent().x0 > ax.get_window_extent().x1  # right of the axes
     plt.close(fig)
+
+
+def test_frame_slider_embeds_every_frame_and_validates():
+    import matplotlib.pyplot as plt
+    import pytest
+
+    from lib.core import frame_slider
+
+    figs = []
+    for k in range(3):
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, k])
+        figs.append(fig)
+    html = frame_slider(figs, [0.1, 0.2, 0.3], label="delta", alt="a line")._repr_html_()
+    assert html.count("data:image/png;base64,") == 3 + 1  # the frames, and the first shown
+    assert 'max="2"' in html and "delta" in html and '"0.3"' in html
+    assert not plt.get_fignums()  # the figures were closed
+    with pytest.raises(ValueError, match="one entry per figure"):
+        frame_slider([plt.figure()], [1, 2], label="x", alt="y")
+    with pytest.raises(ValueError, match="at least one"):
+        frame_slider([], [], label="x", alt="y")
+    plt.close("all")

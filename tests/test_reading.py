@@ -46,9 +46,7 @@ def _cells(path):
 
 def _is_check(src: str) -> bool:
     first = src.lstrip().splitlines()[0] if src.strip() else ""
-    return first.startswith("# NBVAL_CHECK_OUTPUT") or bool(
-        re.search(r"^\s*assert\b", src, re.M)
-    )
+    return first.startswith("# NBVAL_CHECK_OUTPUT") or bool(re.search(r"^\s*assert\b", src, re.M))
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
@@ -61,9 +59,7 @@ def test_check_cells_are_folded_away(path):
         and _is_check(cell.source)
         and not HIDDEN & set(cell.metadata.get("tags", []))
     ]
-    assert not bad, (
-        f"{path.name}: check cells {bad} are not tagged hide-input/remove-input"
-    )
+    assert not bad, f"{path.name}: check cells {bad} are not tagged hide-input/remove-input"
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
@@ -83,9 +79,7 @@ def test_prose_speaks_to_readers(path):
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_chapter_opens_with_prerequisites(path):
-    head = "\n".join(
-        c.source for _, c, _ in list(_cells(path))[:3] if c.cell_type == "markdown"
-    )
+    head = "\n".join(c.source for _, c, _ in list(_cells(path))[:3] if c.cell_type == "markdown")
     assert re.search(r"\*\*Prerequisites[:.]?\*\*|^Prerequisites:", head, re.M), (
         f"{path.name}: no 'Prerequisites' line in the opening cells"
     )
@@ -101,21 +95,15 @@ def test_code_fits_the_page(path):
         long_lines += [(i, len(line)) for line in lines if len(line) > MAX_LINE]
         if len(lines) > MAX_CELL_LINES and not in_solution:
             long_cells.append((i, len(lines)))
-    assert not long_lines, (
-        f"{path.name}: code lines over {MAX_LINE} characters: {long_lines}"
-    )
-    assert not long_cells, (
-        f"{path.name}: cells over {MAX_CELL_LINES} lines: {long_cells}"
-    )
+    assert not long_lines, f"{path.name}: code lines over {MAX_LINE} characters: {long_lines}"
+    assert not long_cells, f"{path.name}: cells over {MAX_CELL_LINES} lines: {long_cells}"
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_learning_goals_box_looks_the_same_everywhere(path):
     opening = next(c for _, c, _ in _cells(path) if c.cell_type == "markdown").source
     box = "```{admonition} Learning goals\n:class: note\nAfter this chapter you can\n"
-    assert box in opening, (
-        f"{path.name}: the learning goals are not the book's note box"
-    )
+    assert box in opening, f"{path.name}: the learning goals are not the book's note box"
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
@@ -125,9 +113,7 @@ def test_every_figure_is_numbered_captioned_and_described(path):
     myst-nb then renders the output as a numbered figure with its caption; the text refers to
     it with ``{numref}`` and a screen reader reads the alternative text instead of a file path.
     """
-    nb_text = "\n".join(
-        c.source for _, c, _ in _cells(path) if c.cell_type == "markdown"
-    )
+    nb_text = "\n".join(c.source for _, c, _ in _cells(path) if c.cell_type == "markdown")
     bad = []
     for i, cell, _ in _cells(path):
         if cell.cell_type != "code":

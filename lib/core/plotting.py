@@ -15,7 +15,8 @@ Within a role, a *method* keeps one style in every figure of the book:
 :data:`~lib.core.plotting.METHODS` maps a method's key (``"ista"``, ``"tista"``, ``"oracle"``,
 ...) to its label, colour, line style and marker, :func:`~lib.core.method_style` returns them and
 :func:`~lib.core.plot_method` draws a curve with them; :func:`~lib.core.legend_outside` puts the
-legend to the right of the axes, off the data.
+legend to the right of the axes, off the data. :func:`~lib.core.frame_slider` shows precomputed
+figures behind a slider that works on the static page (no kernel, no network).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ __all__ = [
     "plot_curve",
     "plot_method",
     "legend_outside",
+    "frame_slider",
+    "FrameSlider",
 ]
 
 #: Colour cycles per role; index with :func:`~lib.core.color`.
@@ -209,3 +212,87 @@ def plot_curve(ax, x, y, label: str, role: str, index: int = 0, *, err=None, **k
         y_arr, e_arr = np.asarray(y, dtype=float), np.asarray(err, dtype=float)
         ax.fill_between(x, y_arr - e_arr, y_arr + e_arr, color=line.get_color(), alpha=0.2, lw=0)
     return line
+
+
+class FrameSlider:
+    """Precomputed frames behind a range slider, for the static pages (see
+    :func:`frame_slider`); displays itself in a notebook through ``_repr_html_``."""
+
+    def __init__(self, pngs: list[bytes], labels: list[str], label: str, alt: str, initial: int):
+        self.pngs, self.labels, self.label, self.alt, self.initial = (
+            pngs,
+            labels,
+            label,
+            alt,
+            initial,
+        )
+
+    def _repr_html_(self) -> str:
+        import base64
+        import hashlib
+        import html
+        import json
+
+        srcs = ["data:image/png;base64," + base64.b64encode(p).decode() for p in self.pngs]
+        uid = "fs-" + hashlib.sha1("".join(srcs).encode()).hexdigest()[:10]
+        i = self.initial
+        return (
+            f'<div class="frame-slider" id="{uid}">'
+            f'<label>{html.escape(self.label)} = <span class="frame-value">'
+            f"{html.escape(self.labels[i])}</span> "
+            f'<input type="range" min="0" max="{len(srcs) - 1}" step="1" value="{i}" '
+            f'aria-label="{html.escape(self.label)}"></label><br>'
+            f'<img src="{srcs[i]}" alt="{html.escape(self.alt)}" style="max-width:100%">'
+            "<script>(function(){"
+            f"var root=document.getElementById({json.dumps(uid)});"
+            f"var srcs={json.dumps(srcs)};var labels={json.dumps(self.labels)};"
+            "var input=root.querySelector('input'),img=root.querySelector('img'),"
+            "val=root.querySelector('.frame-value');"
+            "input.addEventListener('input',function(){var k=+input.value;"
+            "img.src=srcs[k];val.textContent=labels[k];});})();</script></div>"
+        )
+
+
+def frame_slider(figures, values, *, label: str, alt: str, fmt: str = "{:g}", initial: int = 0):
+    """A slider over precomputed figures that works on a static page (plain HTML and a few lines
+    of JavaScript, the images embedded): the interactive figure of a chapter for readers without
+    a kernel.
+
+    Parameters
+    ----------
+    figures : sequence of matplotlib Figures
+        One per slider position (rendered to PNG at twice the display resolution, then closed).
+    values : sequence
+        The parameter value of each frame, shown next to the slider with ``fmt``.
+    label : str
+        The parameter's name.
+    alt : str
+        Alternative text of the image.
+    initial : int
+        Index of the frame shown first.
+
+    Returns
+    -------
+    FrameSlider
+        Displays itself as HTML in a notebook.
+    """
+    import io
+
+    figures, values = list(figures), list(values)
+    if not figures:
+        raise ValueError("figures must contain at least one matplotlib Figure")
+    if len(values) != len(figures):
+        raise ValueError(
+            f"values must have one entry per figure: {len(values)} values, {len(figures)} figures"
+        )
+    if not isinstance(initial, int) or not 0 <= initial < len(figures):
+        raise ValueError(f"initial must be an index in [0, {len(figures) - 1}], got {initial!r}")
+    pngs = []
+    for fig in figures:
+        if not hasattr(fig, "savefig"):
+            raise TypeError(f"figures must be matplotlib Figures, got {type(fig).__name__}")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=2 * fig.dpi, bbox_inches="tight")
+        plt.close(fig)
+        pngs.append(buf.getvalue())
+    return FrameSlider(pngs, [fmt.format(v) for v in values], label, alt, initial)

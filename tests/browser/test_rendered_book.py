@@ -345,3 +345,20 @@ def test_bibliography_labels_are_the_author_year_citations(browser, server):
     assert not wrong, "citations whose entry has another label:\n" + "\n".join(
         f"{pair} (first in {rel})" for pair, rel in sorted(wrong.items())
     )
+
+
+def test_static_frame_slider_changes_the_figure(browser, server):
+    """The precomputed-frames slider (``lib.core.frame_slider``) works offline, without a
+    kernel: moving it changes the image and the value shown next to it."""
+    context, page, log = _open(browser, server, "book/sparse_recovery.html")
+    slider = page.locator(".frame-slider").first
+    assert slider.count() == 1
+    img, value = slider.locator("img"), slider.locator(".frame-value")
+    before = (img.get_attribute("src"), value.inner_text())
+    slider.locator("input[type=range]").evaluate(
+        "el => { el.value = '0'; el.dispatchEvent(new Event('input')); }"
+    )
+    after = (img.get_attribute("src"), value.inner_text())
+    assert after[0] != before[0] and after[1] == "0.1" != before[1]
+    assert not log.errors and not log.blocked
+    context.close()
