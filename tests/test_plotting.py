@@ -54,4 +54,8 @@ def test_frame_slider_embeds_every_frame_and_validates():
         frame_slider([plt.figure()], [1, 2], label="x", alt="y")
     with pytest.raises(ValueError, match="at least one"):
         frame_slider([], [], label="x", alt="y")
+    with pytest.raises(TypeError, match="alt must be a str"):
+        frame_slider([plt.figure()], [1], label="x", alt=None)
+    with pytest.raises(ValueError, match="initial"):
+        frame_slider([plt.figure()], [1], label="x", alt="y", initial=3)
     plt.close("all")

@@ -443,6 +443,8 @@ def test_chapter_test_set_and_stored_sweep_helpers(tmp_path):
     # the validation set: fixed, and not the test set
     Hv = chapter.validation_channels(10.0, 50)
     assert torch.equal(Hv, chapter.validation_channels(10.0, 50)) and not torch.equal(Hv, H)
+    with pytest.raises(ValueError, match="snr_db"):
+        chapter.validation_channels(float("nan"))
     # an accelerated entry is rebuilt with its momentum and normalised steps
     acc = {"step_sizes": [[0.5, 1.0, 0.2]], "momentum": [[0.3, 1.2]], "same_step": False,
            "normalised_steps": True}  # fmt: skip

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from lib.core.checks import check_positive_int
+from lib.core.checks import check_number, check_positive_int
 from lib.core.units import db_to_lin
 from lib.learn.unfolded_wmmse import UnfoldedWMMSE
 from lib.phy.channels import rayleigh
@@ -103,6 +103,7 @@ def validation_channels(snr_db: float, n: int = 2000, setup: DownlinkSetup = SET
     test set); what the plateau protocol of ``scripts/train_unfolded_wmmse.py`` validates on.
     """
     check_positive_int(n, "n")
+    snr_db = check_number(snr_db, "snr_db")
     g = torch.Generator().manual_seed(5000 + int(round(10 * snr_db)))
     return rayleigh(n, setup.users, setup.antennas, generator=g, dtype=torch.complex128)
 

@@ -278,6 +278,9 @@ def frame_slider(figures, values, *, label: str, alt: str, fmt: str = "{:g}", in
     """
     import io
 
+    for name, v in (("label", label), ("alt", alt), ("fmt", fmt)):
+        if not isinstance(v, str):
+            raise TypeError(f"{name} must be a str, got {type(v).__name__}")
     figures, values = list(figures), list(values)
     if not figures:
         raise ValueError("figures must contain at least one matplotlib Figure")
