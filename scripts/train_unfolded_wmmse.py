@@ -29,7 +29,7 @@ Series (``--series``, default all):
   rate x ``--lr-factor``;
 * ``snr20_prog``: progressive extension K = 4 -> 8 of the ``snr20_free`` and ``snr20_log``
   networks (``--prog-from``), one step at a time, each added step trained by the protocol
-  (Fig. 5);
+  from the base rate ``--prog-lr`` (1e-2) (Fig. 5);
 * ``snrsweep``: L = 1, K = 4, free, same and log-domain step sizes (``--sweep-variants``),
   SNR 5, 7.5, ..., 20 dB (Fig. 6);
 * ``--full-grid``: every (L = 1..6, K = 4..8, SNR) combination of the paper, free step sizes,
