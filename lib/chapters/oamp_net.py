@@ -29,6 +29,7 @@ import torch
 
 from lib import sparse
 from lib.core.checks import check_number, check_positive_int, check_real
+from lib.core.resources import results_dir
 from lib.learn.storage import load_state_dict_file
 from lib.learn.unrolled_amp import OAMPNet
 from lib.learn.unrolled_sparse import make_sampler
@@ -46,8 +47,9 @@ __all__ = [
 OAMP_PROBLEMS = ("kappa100", "n64", "n64_discrete")
 #: Layers of every OAMP-Net of this module; activity and SNR of every problem.
 OAMP_T, _P, _SNR_DB = 8, 0.1, 40.0
-#: Default location of the stored networks, ``<repository>/results/oamp_net``.
-OAMP_RESULTS_DIR = Path(__file__).resolve().parents[2] / "results" / "oamp_net"
+#: Folder of the stored networks found when ``lib`` was imported (``results/oamp_net``,
+#: :func:`lib.core.results_dir`); the loaders look it up again on every call with ``path=None``.
+OAMP_RESULTS_DIR = results_dir("oamp_net")
 
 
 def discrete_sampler(A: torch.Tensor, p: float, snr_db: float):
@@ -90,7 +92,7 @@ def oamp_problem(name: str, dtype: torch.dtype = torch.float32):
 
 
 def _file(path, name) -> Path:
-    f = (OAMP_RESULTS_DIR if path is None else Path(path)) / name
+    f = (results_dir("oamp_net") if path is None else Path(path)) / name
     if not f.exists():
         raise FileNotFoundError(
             f"{f} is missing: the stored OAMP-Nets are produced by "

@@ -40,6 +40,7 @@ import torch
 
 from lib import sparse
 from lib.core.checks import check_positive_int, check_real
+from lib.core.resources import results_dir
 from lib.learn.storage import load_file, load_state_dict_file
 from lib.learn.unrolled_amp import LAMP, OAMPNet
 from lib.learn.unrolled_sparse import LISTA, LeanISTA, MLPRecovery, make_sampler
@@ -110,12 +111,14 @@ MODELS = [
     "mlp",
 ]
 
-#: Default location of the stored weights, ``<repository>/results/unrolled_sparse``.
-RESULTS_DIR = Path(__file__).resolve().parents[2] / "results" / "unrolled_sparse"
+#: Folder of the stored weights found when ``lib`` was imported (``results/unrolled_sparse`` of
+#: the repository or of the installed package, :func:`lib.core.results_dir`); the loaders look it
+#: up again on every call with ``path=None``.
+RESULTS_DIR = results_dir("unrolled_sparse")
 
 
 def _dir(path: str | Path | None) -> Path:
-    return RESULTS_DIR if path is None else Path(path)
+    return results_dir("unrolled_sparse") if path is None else Path(path)
 
 
 def _require(file: Path) -> Path:

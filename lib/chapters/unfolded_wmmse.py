@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from lib.core.checks import check_number, check_positive_int
+from lib.core.resources import results_dir
 from lib.core.units import db_to_lin
 from lib.learn.unfolded_wmmse import UnfoldedWMMSE
 from lib.phy.channels import rayleigh
@@ -71,8 +72,9 @@ class DownlinkSetup:
 #: The chapter's set-up.
 SETUP = DownlinkSetup()
 
-#: The stored sweep, ``<repository>/results/unfolded_wmmse/step_sizes.json``.
-SWEEP_FILE = Path(__file__).resolve().parents[2] / "results" / "unfolded_wmmse" / "step_sizes.json"
+#: The stored sweep found when ``lib`` was imported (``results/unfolded_wmmse/step_sizes.json``,
+#: :func:`lib.core.results_dir`); :func:`stored_sweep` looks it up again on every call.
+SWEEP_FILE = results_dir("unfolded_wmmse") / "step_sizes.json"
 
 
 def power_for_snr(snr_db: float, setup: DownlinkSetup = SETUP) -> float:
@@ -123,7 +125,7 @@ def stored_sweep(path: str | Path | None = None) -> dict:
 
     ``FileNotFoundError`` naming the script that produces the file if it is missing.
     """
-    file = SWEEP_FILE if path is None else Path(path)
+    file = results_dir("unfolded_wmmse") / "step_sizes.json" if path is None else Path(path)
     if not file.is_file():
         raise FileNotFoundError(
             f"{file} is missing: the stored step sizes of the unfolded-WMMSE chapter are "

@@ -6,11 +6,12 @@ one line (``from lib.core import ...``); a module adds a public name by listing 
 ``__all__``.
 """
 
-from lib.core import checks, evaluation, interfaces, plotting, runtime, units
+from lib.core import checks, evaluation, interfaces, plotting, resources, runtime, units
 from lib.core.checks import *  # noqa: F403
 from lib.core.evaluation import *  # noqa: F403
 from lib.core.interfaces import *  # noqa: F403
 from lib.core.plotting import *  # noqa: F403
+from lib.core.resources import *  # noqa: F403
 from lib.core.runtime import *  # noqa: F403
 from lib.core.units import *  # noqa: F403
 
@@ -21,4 +22,5 @@ __all__ = (
     + evaluation.__all__
     + plotting.__all__
     + interfaces.__all__
+    + resources.__all__
 )
