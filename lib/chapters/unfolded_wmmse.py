@@ -73,7 +73,8 @@ class DownlinkSetup:
 SETUP = DownlinkSetup()
 
 #: The stored sweep found when ``lib`` was imported (``results/unfolded_wmmse/step_sizes.json``,
-#: :func:`lib.core.results_dir`); :func:`stored_sweep` looks it up again on every call.
+#: :func:`lib.core.results_dir`); :func:`~lib.chapters.stored_sweep` looks it up again on every
+#: call.
 SWEEP_FILE = results_dir("unfolded_wmmse") / "step_sizes.json"
 
 

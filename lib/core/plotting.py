@@ -96,6 +96,11 @@ METHODS: dict[str, tuple[str, str, str, str | None]] = {
     "oracle": ("support oracle", "#000000", "--", None),
     "bayes": ("Bayes-optimal limit (state evolution)", "#495057", ":", None),
     "dpc": ("sum capacity (DPC)", "#000000", "-.", None),
+    # least squares (chapter Learning with PyTorch for unfolding)
+    "gd_const": ("GD, constant step 2/(L+μ)", "#1f4e9c", "--", "o"),
+    "gd_cheb": ("GD, Chebyshev steps", "#339af0", "-", "v"),
+    "gd_learned": ("unfolded GD, learned steps", "#f76707", "-", "s"),
+    "cg": ("conjugate gradients (limit)", "#000000", "--", "x"),
 }
 
 _LINESTYLE = {"classical": "-", "learned": "-", "bound": "--", "data": "-.", "other": ":"}

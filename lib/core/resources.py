@@ -3,17 +3,17 @@ the student folder, Binder or Colab.
 
 The trained networks and measured sweeps that the chapters load (``results/<name>/`` of the
 repository: weights, ``results.json``, the README with the command that produced them) are
-looked up by :func:`results_dir` in this order:
+looked up by :func:`~lib.core.results_dir` in this order:
 
 1. the folder named by the environment variable ``BOOK_RESULTS_DIR`` (its subfolder
-   ``<name>``), read when :func:`results_dir` is called;
+   ``<name>``), read when :func:`~lib.core.results_dir` is called;
 2. ``results/`` of the repository that ``lib`` was imported from (a clone, an editable install,
    a notebook run from ``book/`` or from the student folder ``_build/student/``);
 3. ``lib/_results/`` inside an installed package: ``pip install "git+<repository URL>"`` (the
    Colab route) builds a wheel that carries a copy of ``results/`` there (``setup.py``).
 
 So a notebook never builds a path like ``Path("..") / "results"`` itself: it calls a ``lib``
-loader (``lib.chapters.stored_results()``, ...), which calls :func:`results_dir`.
+loader (``lib.chapters.stored_results()``, ...), which calls :func:`~lib.core.results_dir`.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def results_dir(name: str, *, must_exist: bool = False) -> Path:
     Returns
     -------
     pathlib.Path
-        The first ``<place>/<name>`` of :func:`results_search_path` that is a folder.
+        The first ``<place>/<name>`` of :func:`~lib.core.results_search_path` that is a folder.
     """
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")

@@ -12,6 +12,7 @@ from lib.learn import (
     plan,
     storage,
     trainer,
+    unfolded_gd,
     unfolded_wmmse,
     unrolled_amp,
     unrolled_sparse,
@@ -22,6 +23,7 @@ from lib.learn.flops import *  # noqa: F403
 from lib.learn.plan import *  # noqa: F403
 from lib.learn.storage import *  # noqa: F403
 from lib.learn.trainer import *  # noqa: F403
+from lib.learn.unfolded_gd import *  # noqa: F403
 from lib.learn.unfolded_wmmse import *  # noqa: F403
 from lib.learn.unrolled_amp import *  # noqa: F403
 from lib.learn.unrolled_sparse import *  # noqa: F403
@@ -41,6 +43,7 @@ __all__ = [
     + contraction.__all__
     + unfolded_wmmse.__all__
     + flops.__all__
+    + unfolded_gd.__all__
     if n != "make_sampler"
 ]
 del make_sampler  # noqa: F821

@@ -6,9 +6,18 @@ one line (``from lib.sparse import ...``); a module adds a public name by listin
 ``__all__``.
 """
 
-from lib.sparse import denoisers, evolution, message_passing, metrics, problems, proximal
+from lib.sparse import (
+    denoisers,
+    evolution,
+    least_squares,
+    message_passing,
+    metrics,
+    problems,
+    proximal,
+)
 from lib.sparse.denoisers import *  # noqa: F403
 from lib.sparse.evolution import *  # noqa: F403
+from lib.sparse.least_squares import *  # noqa: F403
 from lib.sparse.message_passing import *  # noqa: F403
 from lib.sparse.metrics import *  # noqa: F403
 from lib.sparse.problems import *  # noqa: F403
@@ -21,4 +30,5 @@ __all__ = (
     + message_passing.__all__
     + evolution.__all__
     + metrics.__all__
+    + least_squares.__all__
 )

@@ -347,18 +347,34 @@ def test_bibliography_labels_are_the_author_year_citations(browser, server):
     )
 
 
-def test_static_frame_slider_changes_the_figure(browser, server):
-    """The precomputed-frames slider (``lib.core.frame_slider``) works offline, without a
-    kernel: moving it changes the image and the value shown next to it."""
-    context, page, log = _open(browser, server, "book/sparse_recovery.html")
-    slider = page.locator(".frame-slider").first
-    assert slider.count() == 1
-    img, value = slider.locator("img"), slider.locator(".frame-value")
-    before = (img.get_attribute("src"), value.inner_text())
-    slider.locator("input[type=range]").evaluate(
-        "el => { el.value = '0'; el.dispatchEvent(new Event('input')); }"
-    )
-    after = (img.get_attribute("src"), value.inner_text())
-    assert after[0] != before[0] and after[1] == "0.1" != before[1]
+#: One page per part with a static slider (issue of the book's design: at least one per part).
+SLIDER_PAGES = [
+    "book/sparse_recovery.html",
+    "book/unfolded_wmmse.html",
+    "book/hybrid_arrays_codebooks.html",
+]
+
+
+def test_every_part_has_a_static_slider():
+    with_slider = {rel for rel in _pages() if 'class="frame-slider"' in (HTML / rel).read_text()}
+    assert set(SLIDER_PAGES) <= with_slider, sorted(with_slider)
+
+
+@pytest.mark.parametrize("rel", SLIDER_PAGES)
+def test_static_frame_slider_changes_the_figure(browser, server, rel):
+    """The precomputed-frames sliders (``lib.core.frame_slider``) work offline, without a
+    kernel: moving one changes the image and the value shown next to it."""
+    context, page, log = _open(browser, server, rel)
+    sliders = page.locator(".frame-slider")
+    assert sliders.count() >= 1
+    for i in range(sliders.count()):
+        slider = sliders.nth(i)
+        img, value = slider.locator("img"), slider.locator(".frame-value")
+        rng = slider.locator("input[type=range]")
+        before = (img.get_attribute("src"), value.inner_text())
+        target = "0" if rng.input_value() != "0" else rng.get_attribute("max")
+        rng.evaluate("(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", target)
+        after = (img.get_attribute("src"), value.inner_text())
+        assert after[0] != before[0] and after[1] != before[1], (rel, i, before[1], after[1])
     assert not log.errors and not log.blocked
     context.close()
