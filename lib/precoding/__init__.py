@@ -6,10 +6,20 @@ one line (``from lib.precoding import ...``); a module adds a public name by lis
 ``__all__``.
 """
 
-from lib.precoding import capacity, common, hybrid, linear, power_min, robust, weighted_mmse
+from lib.precoding import (
+    capacity,
+    common,
+    hybrid,
+    implicit,
+    linear,
+    power_min,
+    robust,
+    weighted_mmse,
+)
 from lib.precoding.capacity import *  # noqa: F403
 from lib.precoding.common import *  # noqa: F403
 from lib.precoding.hybrid import *  # noqa: F403
+from lib.precoding.implicit import *  # noqa: F403
 from lib.precoding.linear import *  # noqa: F403
 from lib.precoding.power_min import *  # noqa: F403
 from lib.precoding.robust import *  # noqa: F403
@@ -23,4 +33,5 @@ __all__ = (
     + power_min.__all__
     + hybrid.__all__
     + robust.__all__
+    + implicit.__all__
 )
