@@ -11,6 +11,7 @@ from lib.learn import (
     flops,
     plan,
     storage,
+    straight_through,
     trainer,
     unfolded_gd,
     unfolded_wmmse,
@@ -22,6 +23,7 @@ from lib.learn.contraction import *  # noqa: F403
 from lib.learn.flops import *  # noqa: F403
 from lib.learn.plan import *  # noqa: F403
 from lib.learn.storage import *  # noqa: F403
+from lib.learn.straight_through import *  # noqa: F403
 from lib.learn.trainer import *  # noqa: F403
 from lib.learn.unfolded_gd import *  # noqa: F403
 from lib.learn.unfolded_wmmse import *  # noqa: F403
@@ -44,6 +46,7 @@ __all__ = [
     + unfolded_wmmse.__all__
     + flops.__all__
     + unfolded_gd.__all__
+    + straight_through.__all__
     if n != "make_sampler"
 ]
 del make_sampler  # noqa: F821
