@@ -9,6 +9,7 @@ one line (``from lib.learn import ...``); a module adds a public name by listing
 from lib.learn import (
     contraction,
     flops,
+    gcn,
     plan,
     storage,
     straight_through,
@@ -21,6 +22,7 @@ from lib.learn import (
 )
 from lib.learn.contraction import *  # noqa: F403
 from lib.learn.flops import *  # noqa: F403
+from lib.learn.gcn import *  # noqa: F403
 from lib.learn.plan import *  # noqa: F403
 from lib.learn.storage import *  # noqa: F403
 from lib.learn.straight_through import *  # noqa: F403
@@ -47,6 +49,7 @@ __all__ = [
     + flops.__all__
     + unfolded_gd.__all__
     + straight_through.__all__
+    + gcn.__all__
     if n != "make_sampler"
 ]
 del make_sampler  # noqa: F821
