@@ -14,6 +14,7 @@ from lib.precoding import (
     linear,
     power_min,
     robust,
+    virtual,
     weighted_mmse,
 )
 from lib.precoding.capacity import *  # noqa: F403
@@ -23,6 +24,7 @@ from lib.precoding.implicit import *  # noqa: F403
 from lib.precoding.linear import *  # noqa: F403
 from lib.precoding.power_min import *  # noqa: F403
 from lib.precoding.robust import *  # noqa: F403
+from lib.precoding.virtual import *  # noqa: F403
 from lib.precoding.weighted_mmse import *  # noqa: F403
 
 __all__ = (
@@ -34,4 +36,5 @@ __all__ = (
     + hybrid.__all__
     + robust.__all__
     + implicit.__all__
+    + virtual.__all__
 )
