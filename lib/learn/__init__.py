@@ -10,6 +10,7 @@ from lib.learn import (
     contraction,
     flops,
     gcn,
+    learned_hybrid,
     plan,
     storage,
     straight_through,
@@ -23,6 +24,7 @@ from lib.learn import (
 from lib.learn.contraction import *  # noqa: F403
 from lib.learn.flops import *  # noqa: F403
 from lib.learn.gcn import *  # noqa: F403
+from lib.learn.learned_hybrid import *  # noqa: F403
 from lib.learn.plan import *  # noqa: F403
 from lib.learn.storage import *  # noqa: F403
 from lib.learn.straight_through import *  # noqa: F403
@@ -50,6 +52,7 @@ __all__ = [
     + unfolded_gd.__all__
     + straight_through.__all__
     + gcn.__all__
+    + learned_hybrid.__all__
     if n != "make_sampler"
 ]
 del make_sampler  # noqa: F821
