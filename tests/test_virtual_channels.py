@@ -323,3 +323,47 @@ def test_input_checks_name_the_argument():
         virtual_channels(H, a, b[:, :1])
     with pytest.raises(TypeError, match="H_hat"):
         virtual_channels(H.real, a, b)
+
+
+# --------------------------------------------------------------------------- #
+# Per-sample convergence (index compaction) against the whole-batch fixed point
+# --------------------------------------------------------------------------- #
+def test_compacted_fixed_point_equals_the_whole_batch_loop(monkeypatch):
+    import lib.precoding.virtual as virtual
+
+    B, K, M = 10, 3, 4
+    H, a, b, gam, s2 = _instance(B, K, M, seed=17)
+    gam = gam * torch.linspace(0.2, 4.0, B, dtype=torch.float64)[:, None]  # various iterations
+    gam[3] = 60.0  # infeasible: three users on four antennas at 18 dB with PSD errors
+    a, b = a.clone(), b.clone()
+    a[5, 1, 1] = b[5, 1, 1] = 0.0  # unusable: no wanted signal for user 1
+    coef = _coef(B, K, M)
+
+    def run(fn):
+        monkeypatch.setattr(virtual, "_psd_duality", fn)
+        leaves = [x.clone().requires_grad_(True) for x in (H, a, b, gam, s2)]
+        res = virtual_min_power(*leaves)
+        _loss(res, coef).backward()
+        return res, [x.grad for x in leaves]
+
+    fast, g_fast = run(virtual._psd_duality)
+    full, g_full = run(virtual._psd_duality_full)
+    assert torch.equal(fast.feasible, full.feasible)
+    assert not bool(fast.feasible[[3, 5]].any()) and int(fast.feasible.sum()) >= 6
+    f = fast.feasible
+    torch.testing.assert_close(fast.powers[f], full.powers[f], rtol=1e-9, atol=0)
+    torch.testing.assert_close(fast.uplink_powers[f], full.uplink_powers[f], rtol=1e-9, atol=0)
+    torch.testing.assert_close(fast.V, full.V, rtol=1e-8, atol=1e-12)
+    for gf, gr in zip(g_fast, g_full):
+        torch.testing.assert_close(gf, gr, rtol=1e-8, atol=1e-12)
+    # the same directly on the normalised fixed point, with a cap that stops some samples
+    R = virtual_channels(H, a, b)
+    for iters in (3, 500):
+        outs = [
+            fn(R, gam, iters, 1e-12, 1e12)
+            for fn in (virtual._psd_duality, virtual._psd_duality_full)
+        ]
+        (Vf, pf, ff), (Vr, pr, fr) = outs
+        assert torch.equal(ff, fr)
+        torch.testing.assert_close(pf, pr, rtol=1e-9, atol=0)
+        torch.testing.assert_close(Vf, Vr, rtol=1e-8, atol=1e-12)

@@ -185,8 +185,74 @@ def _certified(R, V, gam, rtol):
     return (met & (rtol * (1.0 + interference) < 1.0)).all(-1)
 
 
+def _psd_setup(R, gam, max_power_ratio):
+    """``(Rkk, usable, bound)``: wanted-signal matrices, samples with ``R_kk != 0`` for all
+    ``k``, and the divergence bound on ``sum_k lambda_k``."""
+    tiny = torch.finfo(_real_dtype(R)).tiny
+    Rkk = _diag_pairs(R)
+    top = torch.linalg.eigvalsh(Rkk)[..., -1]  # lambda_max(R_kk)
+    usable = (top > 0).all(-1)
+    bound = max_power_ratio * (gam / top.clamp_min(tiny)).sum(-1)
+    return Rkk, usable, bound
+
+
+def _filters(R, Rkk, q):
+    """Principal generalised eigenpairs of ``(R_kk, I + sum_{i != k} q_i R_ik)``."""
+    eye = torch.eye(R.shape[-1], dtype=R.dtype, device=R.device)
+    T = torch.einsum("bi,bikmn->bkmn", q.to(R.dtype), R)  # sum_i q_i R_ik
+    return _principal(eye + T - q.to(R.dtype)[..., None, None] * Rkk, Rkk)
+
+
 def _psd_duality(R, gam, iters: int, tol: float, max_power_ratio: float):
     """Fixed point on a normalised problem (unit noise): ``(V, p, feasible)``, all finite.
+
+    Each iteration takes the power-iteration step ``lambda_k = gamma_k / mu_k`` or,
+    when solvable with a positive solution, the exact uplink powers for the current filters (the
+    alternating step of Schubert & Boche), as :func:`~lib.precoding.min_power_duality`.
+
+    Per-sample convergence: the working batch holds only the samples still iterating; converged
+    and diverged ones leave it (index compaction, one host synchronisation per iteration), so a
+    few stalled samples cost their own iterations, not those of the whole batch. Every sample
+    takes exactly the steps it would take in the whole-batch loop (:func:`_psd_duality_full`).
+    """
+    B, K = gam.shape
+    rdt = _real_dtype(R)
+    tiny = torch.finfo(rdt).tiny
+    Rkk, usable, bound = _psd_setup(R, gam, max_power_ratio)
+    q = torch.zeros(B, K, dtype=rdt, device=R.device)
+    diverged = torch.zeros_like(usable)
+    act = usable.nonzero()[:, 0]  # global indices of the working batch
+    Ra, Rkka, ga, ba = R[act], Rkk[act], gam[act], bound[act]
+    qa = q[act]
+    for _ in range(iters):
+        if act.numel() == 0:
+            break
+        mu, U, okS = _filters(Ra, Rkka, qa)
+        q_fp = ga / mu.clamp_min(tiny)
+        q_ls, ok = _powers(Ra, U, ga, uplink=True)
+        q_new = torch.where(ok[:, None], q_ls, q_fp)
+        bad = ~okS | ~torch.isfinite(q_new).all(-1) | (q_new.sum(-1) > ba)
+        conv = (q_new - qa).abs().amax(-1) <= tol * q_new.abs().amax(-1).clamp_min(tiny)
+        qa = torch.where(bad[:, None], qa, q_new)
+        leave = bad | conv
+        if bool(leave.any()):  # one host synchronisation per iteration
+            q[act] = qa
+            diverged[act[bad]] = True
+            keep = (~leave).nonzero()[:, 0]
+            act, Ra, Rkka, ga, ba, qa = (x[keep] for x in (act, Ra, Rkka, ga, ba, qa))
+    if act.numel():
+        q[act] = qa
+    _, U, okS = _filters(R, Rkk, q)
+    p, ok = _powers(R, U, gam, uplink=False)
+    V = U.mT * p.sqrt().to(R.dtype)[:, None, :]
+    feasible = usable & okS & ok & ~diverged & _certified(R, V, gam, sinr_rtol(rdt))
+    return V, p, feasible
+
+
+def _psd_duality_full(R, gam, iters: int, tol: float, max_power_ratio: float):
+    """Reference fixed point iterating the whole batch to convergence (or ``iters``): the
+    previous implementation of :func:`_psd_duality`, kept for tests and
+    ``benchmarks/bench_virtual.py``. Same results within the solver tolerance.
 
     Each iteration takes the power-iteration step ``lambda_k = gamma_k / mu_k`` or,
     when solvable with a positive solution, the exact uplink powers for the current filters (the
