@@ -81,7 +81,7 @@ METHODS: dict[str, tuple[str, str, str, str | None]] = {
     "diag_loading": ("diagonal loading", "#15aabf", "-", "o"),
     "naive_hbf": ("naive (margin 0 dB)", "#0b2a5b", "none", "o"),
     "conic_sdp": ("conic robust SDP", "#5c7cfa", "none", "s"),
-    "ghbf_perf": ("G-HBF-perf (perfect CSI): lower bound", "#212529", "--", None),
+    "ghbf_perf": ("G-HBF-perf (perfect-CSI reference)", "#212529", "--", None),
     # learned (unfolded) precoding
     "unfolded_wmmse": ("unfolded WMMSE (Q = 4)", "#d9480f", "-", "s"),
     "unfolded_same": ("unfolded, same γ per layer", "#f08c00", "-", "v"),
