@@ -403,13 +403,22 @@ class OutageStudy(NamedTuple):
         The loading factor of least validation outage.
     kappa_val : dict
         ``kappa -> validation outage``.
-    perf, naive, marg, loaded : OutageResult
-        G-HBF-perf, the naive design, G-HBF-marg at ``margin_db``, loading at ``kappa``.
-    margin_curve, kappa_curve : dict
-        ``margin_db -> OutageResult`` and ``kappa -> OutageResult`` on the test set.
-    naive_design, marg_design : HybridResult
-        The naive and G-HBF-marg designs on the test estimates (their analog beams serve the
-        conic SDP).
+    perf : OutageResult
+        G-HBF-perf on the test set.
+    naive : OutageResult
+        The naive design.
+    marg : OutageResult
+        G-HBF-marg at ``margin_db``.
+    loaded : OutageResult
+        Diagonal loading at ``kappa``.
+    margin_curve : dict
+        ``margin_db -> OutageResult`` on the test set.
+    kappa_curve : dict
+        ``kappa -> OutageResult`` on the test set.
+    naive_design : HybridResult
+        The naive design on the test estimates (its analog beams serve the conic SDP).
+    marg_design : HybridResult
+        The G-HBF-marg design on the test estimates.
     """
 
     margin_db: float

@@ -9,7 +9,8 @@ coefficients of their channels (eq. (29)),
     {\\|\\hat{\\mathbf h}_k\\|\\,\\|\\hat{\\mathbf h}_j\\|}\\ (k \\ne j),
     \\qquad [\\mathbf S]_{kk} = 0,
 
-(:func:`correlation_shift`), and each layer of the GCN is a polynomial graph filter of degree
+(:func:`~lib.learn.correlation_shift`), and each layer of the GCN is a polynomial graph filter of
+degree
 ``D`` followed by a pointwise nonlinearity (eq. (28)),
 
 .. math::
@@ -25,7 +26,8 @@ is processed by the same per-user MLP (the paper's U-G-HBF-FCN ablation).
 The per-user input features are log-mapped by the caller and normalised here by a batch
 normalisation over all users of a batch (a statistic that is symmetric in the users, so
 equivariance is kept). The outputs are positive coefficients through an exponential with soft
-bounds (:func:`soft_bounded_exp`). Coefficients of a *pair* of users (the interference terms of
+bounds (:func:`~lib.learn.soft_bounded_exp`). Coefficients of a *pair* of users (the interference
+terms of
 the virtual channels, eq. (27)) come from :class:`PairHead`, which combines the two users'
 output features and their edge weight symmetrically in the graph sense (equivariant under a
 joint permutation of both indices).
@@ -108,7 +110,8 @@ class GCN(nn.Module):
     degree : int
         Filter degree ``D >= 0`` (0: no graph, a per-user MLP).
     bounds : pair of float
-        ``(low, high)`` of the output coefficients (:func:`soft_bounded_exp`); ``None`` returns
+        ``(low, high)`` of the output coefficients (:func:`~lib.learn.soft_bounded_exp`); ``None``
+        returns
         the raw last layer.
     activation : callable
         Pointwise nonlinearity between layers (default ``ELU``).
@@ -173,7 +176,7 @@ class PairHead(nn.Module):
     hidden : int
         Width of the pair layer.
     bounds : pair of float
-        Output range (:func:`soft_bounded_exp`).
+        Output range (:func:`~lib.learn.soft_bounded_exp`).
     dtype : torch.dtype
         ``float32`` or ``float64``.
     """

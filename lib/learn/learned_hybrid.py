@@ -4,8 +4,8 @@ GCN (chapter *Learned hybrid beamforming*).
 
 Architecture (their Fig. 1 and eqs. (19), (25)-(35)):
 
-1. **Features and graph** (eqs. (29)-(30)), :func:`hybrid_features`. The symbols of eq. (30)
-   are lost in the text we have; the text says the per-user feature vector "enables adaptation
+1. **Features and graph** (eqs. (29)-(30)), :func:`~lib.learn.hybrid_features`. Eq. (30) is
+   read from the paper's description: the per-user feature vector "enables adaptation
    to the realization of the channel state, the CSI quality and the QoS requirements" and that
    "the logarithmic mapping compresses the value range". We use three log-mapped features per
    user ``k``: ``log gamma_k`` (QoS), ``log(||hh_k||^2 / sigma^2)`` (estimated SNR, channel
@@ -50,7 +50,8 @@ Architecture (their Fig. 1 and eqs. (19), (25)-(35)):
    outage: the outage penalty of the training loss accounts for it.
 
 Gradients flow from the powers and beams (e.g. an outage loss on true channels via
-:meth:`LearnedHybridResult.sinr`) to the network weights through the implicit solver (their
+:meth:`~lib.learn.LearnedHybridResult.sinr`) to the network weights through the implicit solver
+(their
 Theorem 4.2) and the softmin; infeasible problems contribute zero (their Sec. 4.3.2).
 """
 
@@ -168,8 +169,10 @@ class LearnedHybridResult(NamedTuple):
         ``(B, N_RF)`` codeword indices.
     virtual_powers : torch.Tensor
         ``(B, K)`` powers of eq. (32) before the projection (``+inf`` where infeasible).
-    a, b : torch.Tensor
-        ``(B, K, K)`` the virtual-channel coefficients of eq. (27).
+    a : torch.Tensor
+        ``(B, K, K)`` virtual-channel coefficients of the quadratic forms, eq. (27).
+    b : torch.Tensor
+        ``(B, K, K)`` virtual-channel coefficients of the gains, eq. (27).
     history : torch.Tensor
         ``(B, n_steps)`` weighted virtual power after each greedy step (``+inf`` if none).
     """
@@ -265,7 +268,7 @@ class UnfoldedGreedyHBF(nn.Module):
     dtype : torch.dtype
         ``float32`` (for complex64 inputs) or ``float64`` (complex128).
     **solver_kw
-        ``iters`` (default :data:`ITERS`), ``tol``, ``max_power_ratio`` of the digital solver.
+        ``iters`` (default ``ITERS`` = 100), ``tol``, ``max_power_ratio`` of the digital solver.
     """
 
     def __init__(

@@ -28,7 +28,7 @@ Reduction (Theorem 4.2). As a real system in ``(Re w, Im w, lambda)`` (``2MK + K
 and equations) the Jacobian of (41)-(42) is singular for two reasons: ``w_k -> e^{j phi} w_k``
 solves it for every phase (a null direction ``j w_k``), and ``Im(w_k^H e_k) = 0`` holds
 identically because the matrix in (41) is Hermitian (a redundant real equation). The paper
-fixes one entry of ``w_k`` real (their eq. (43); the index is lost in the text we have) and
+fixes one entry of ``w_k`` real (their eq. (43); which entry is not essential) and
 drops the imaginary part of the same equation (eqs. (44)-(46)). Here the redundant direction
 is replaced by the phase condition
 ``Im(h_k^H w_k) = 0`` (the convention of :func:`~lib.precoding.min_power_socp` and of the MMSE

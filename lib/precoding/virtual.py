@@ -2,7 +2,8 @@
 
 The learned hybrid beamformer replaces, in the digital sub-problem, the estimated channel by PSD
 virtual channels with instance-adaptive error terms (their eqs. (25)-(27)), separately for the
-wanted (``j = k``) and the interfering (``j != k``) signals. :func:`virtual_channels` builds
+wanted (``j = k``) and the interfering (``j != k``) signals.
+:func:`~lib.precoding.virtual_channels` builds
 
 .. math::
     R_{kj} = a_{kj} \\hat h_k \\hat h_k^H + b_{kj} \\frac{\\|\\hat h_k\\|^2}{M} I_M,
@@ -10,9 +11,10 @@ wanted (``j = k``) and the interfering (``j != k``) signals. :func:`virtual_chan
 
 (``a``: error components proportional to the quadratic forms ``|h_k^H w_j|^2`` of eq. (24),
 i.e. the correlation of beams and estimates; ``b``: components independent of the spatial
-structure, proportional to the gain). The symbols of eq. (27) are lost in the text we have; any
+structure, proportional to the gain). Eq. (27) is read from the paper's description; any
 affine reparametrisation (``1 + a``, ``||h||^2`` instead of ``||h||^2 / M``) is this one with
-rescaled coefficients. :func:`min_power_psd` solves, for general per-pair Hermitian PSD ``R_kj``
+rescaled coefficients. :func:`~lib.precoding.min_power_psd` solves, for general per-pair Hermitian
+PSD ``R_kj``
 (eqs. (25)-(26), (31)-(32)),
 
 .. math::
@@ -51,7 +53,8 @@ lambda_k R_kk``; ``d e_k/d lambda_i = R_ik w_k`` (``i != k``), ``-R_kk w_k / gam
 (``i = k``); ``d s_k/d w_j = 2 c_kj Re(w_j^H R_kj .)`` (``c_kk = 1/gamma_k``, ``c_kj = -1``).
 The backward pass solves ``J^T mu = g`` (batched) and returns ``-mu^T dF/d(R, gamma, c)`` by
 autograd of ``mu . F`` (their eq. (48)); a, b and ``hat h`` get their gradients through the
-differentiable :func:`virtual_channels`. Infeasible samples: ``feasible = False``, ``V = 0``,
+differentiable :func:`~lib.precoding.virtual_channels`. Infeasible samples: ``feasible = False``,
+``V = 0``,
 ``+inf`` powers and a zero gradient (as in :mod:`lib.precoding.power_min`), never NaN.
 Chapter: *Learned hybrid beamforming*.
 """
@@ -474,7 +477,8 @@ def virtual_min_power(
 ) -> ImplicitMinPowerResult:
     """Minimum power with the virtual channels of eq. (27), differentiable in ``a``, ``b``, ``hh``.
 
-    :func:`min_power_psd` on :func:`virtual_channels` ``(H_hat, a, b)`` with the phase
+    :func:`~lib.precoding.min_power_psd` on :func:`~lib.precoding.virtual_channels`
+    ``(H_hat, a, b)`` with the phase
     convention ``hh_k^H w_k > 0`` (that of :func:`~lib.precoding.min_power_implicit`: with
     ``a = 1``, ``b = 0`` the two agree).
 
@@ -485,12 +489,12 @@ def virtual_min_power(
     a, b : torch.Tensor
         ``(B, K, K)`` real coefficients ``>= 0``.
     sinr_targets, noise_var, **solver_kw
-        As in :func:`min_power_psd`.
+        As in :func:`~lib.precoding.min_power_psd`.
 
     Returns
     -------
     ImplicitMinPowerResult
-        As in :func:`min_power_psd`.
+        As in :func:`~lib.precoding.min_power_psd`.
     """
     R = virtual_channels(H_hat, a, b)
     return min_power_psd(R, sinr_targets, noise_var, phase_ref=H_hat.conj(), **solver_kw)
