@@ -11,6 +11,7 @@ from lib.learn import (
     flops,
     gcn,
     learned_hybrid,
+    outage_loss,
     plan,
     storage,
     straight_through,
@@ -25,6 +26,7 @@ from lib.learn.contraction import *  # noqa: F403
 from lib.learn.flops import *  # noqa: F403
 from lib.learn.gcn import *  # noqa: F403
 from lib.learn.learned_hybrid import *  # noqa: F403
+from lib.learn.outage_loss import *  # noqa: F403
 from lib.learn.plan import *  # noqa: F403
 from lib.learn.storage import *  # noqa: F403
 from lib.learn.straight_through import *  # noqa: F403
@@ -53,6 +55,7 @@ __all__ = [
     + straight_through.__all__
     + gcn.__all__
     + learned_hybrid.__all__
+    + outage_loss.__all__
     if n != "make_sampler"
 ]
 del make_sampler  # noqa: F821
