@@ -4,7 +4,7 @@ cvxpylayers on the same instances.
 Usage::
 
     python benchmarks/bench_implicit_gradient.py [--instances 100] [--users 4] [--antennas 8]
-        [--sinr-db 3] [--threads 1] [--jobs N] [--solver SCS]
+        [--sinr-db 3] [--threads 1] [--jobs N] [--solver SCS] [--json PATH]
 
 Both compute the total power of the SINR-constrained minimum-power problem (Schynol &
 Pesavento, eqs. (12)/(31)) and its gradient w.r.t. the complex channels, forward + backward:
@@ -14,7 +14,9 @@ of the channels as parameters) instance by instance with diffcp and differentiat
 homogeneous self-dual embedding. The solver tolerance is tight (``1e-11``) so that the two
 gradients can agree to better than ``1e-4``. The script prints both times per instance, the
 speed-up ratio (target >= 10x) and the max relative difference of the gradients (per
-instance, in the max norm); it exits non-zero if the gradients disagree.
+instance, in the max norm); it exits non-zero if the gradients disagree. With ``--json PATH``
+the two numbers (and the conditions) are merged, as ``implicit_gradient``, into the results file
+``PATH`` (e.g. ``results/learned_hybrid/summary.json``, which the learned chapter reads).
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--jobs", type=int, default=None, help="diffcp thread-pool size (default: --threads)"
     )
+    ap.add_argument("--json", default=None, help="merge the result into this results file")
     args = ap.parse_args(argv)
     try:
         import cvxpylayers  # noqa: F401
@@ -140,6 +143,25 @@ def main(argv=None) -> int:
         f"  conditions           : {os.cpu_count()} CPU(s), "
         f"1-min load average {load:.2f} at the end"
     )
+    if args.json:
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from scripts.train_learned_hybrid import merge_summary
+
+        cmd = "python benchmarks/bench_implicit_gradient.py " + " ".join(argv or sys.argv[1:])
+        record = {
+            "max_rel_diff_vs_cvxpylayers": max_rel_g,
+            "max_rel_power_diff": float(rel_p.max()),
+            "speedup_vs_cvxpylayers": round(t_cvx / t_imp, 2),
+            "ms_per_instance": {"implicit": 1e3 * t_imp / B, "cvxpylayers": 1e3 * t_cvx / B},
+            "instances": B, "feasible": n_feas, "users": K, "antennas": M,
+            "sinr_db": args.sinr_db, "solver": args.solver, "threads": args.threads,
+            "load_average": load, "command": cmd.strip(),
+        }  # fmt: skip
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        merge_summary(Path(args.json), {}, {}, implicit_gradient=record)
     return 0 if ok else 1
 
 

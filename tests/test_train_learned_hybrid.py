@@ -38,7 +38,7 @@ def test_outputs_and_format(full):
     assert not (ck / "U-G-HBF-GCN.ckpt").exists()  # removed once finished
     summary = json.loads((out / "summary.json").read_text())
     assert summary["nominal_outage"] == 0.1
-    assert list(summary["groups"]) == ["pilot 0 dB", "pilot 10 dB", "pilot 20 dB", "pilot 0-20 dB"]
+    assert list(summary["groups"]) == ["pilot 5 dB", "pilot 10 dB", "pilot 20 dB", "pilot 5-20 dB"]
     for methods in summary["groups"].values():
         assert {"U-G-HBF-GCN", "G-HBF-perf", "G-HBF-marg"} <= set(methods)
         for m in ("U-G-HBF-GCN", "G-HBF-perf"):
@@ -97,13 +97,55 @@ def test_merge_and_quantile_variant(full, tmp_path):
     assert set(merged["models"]) == {"U-G-HBF-GCN", "U-G-HBF-FCN-quantile"}
     assert len(merged["commands"]) == 2
     readme = (target / "README.md").read_text()
-    assert "| pilot 0 dB | U-G-HBF-FCN-quantile |" in readme
+    assert "| pilot 5 dB | U-G-HBF-FCN-quantile |" in readme
 
 
 def test_argument_checks():
-    with pytest.raises(SystemExit):
-        script.parse_groups("10-0")
+    with pytest.raises(SystemExit, match="empty pilot range"):
+        script.main(["--groups", "10-0", "--no-progress"])
     with pytest.raises(SystemExit):
         script.parse_users("0-2")
-    assert script.parse_groups("0,5-15")[1] == ("pilot 5-15 dB", 5.0, 15.0)
     assert script.parse_users("1-4") == (1, 4)
+
+
+def test_pilot_groups_parse_and_reject():
+    from lib.chapters import parse_pilot_groups
+
+    assert parse_pilot_groups("0,5-15") == [
+        ("pilot 0 dB", 0.0, 0.0),
+        ("pilot 5-15 dB", 5.0, 15.0),
+    ]
+    assert parse_pilot_groups("-5--1")[0] == ("pilot -5--1 dB", -5.0, -1.0)
+    for bad in ("10-0", "5,5", "x", ""):
+        with pytest.raises(ValueError):
+            parse_pilot_groups(bad)
+    with pytest.raises(TypeError):
+        parse_pilot_groups(5)
+
+
+def test_margin_search_handles_a_non_monotone_outage():
+    from lib.chapters import search_margin
+
+    # outage falls with the margin, then rises once designs exceed P_max (U shape)
+    def outage(m):
+        return abs(m - 5.0) / 10.0
+
+    m, trace = search_margin(outage, 0.1, 12.0, 2.0, 6)
+    assert 4.0 <= m <= 4.1 and outage(m) <= 0.1  # plain bisection on [0, 12] would fail
+    assert trace[0] == (0.0, 0.5) and (4.0, 0.1) in trace
+    m, trace = search_margin(lambda m: 0.3, 0.1, 4.0, 2.0, 3)
+    assert m is None and [t[0] for t in trace] == [0.0, 2.0, 4.0]
+    assert search_margin(lambda m: 0.05, 0.1, 4.0, 2.0, 3)[0] == 0.0
+
+
+def test_classical_only_writes_the_baselines(tmp_path):
+    res, out, _ = _run(tmp_path, "cl", "--classical-only")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["models"] == {} and not (out / "U-G-HBF-GCN.pt").exists()
+    for gname, methods in summary["groups"].items():
+        assert set(methods) == {"G-HBF-perf", "G-HBF-marg"}
+        m = summary["margin_search"][gname]
+        rec = methods["G-HBF-marg"]
+        assert (rec is None) == (m["margin_db"] is None)
+        if rec is not None:
+            assert rec["margin_db"] == m["margin_db"]

@@ -7,9 +7,17 @@ one line (``from lib.chapters import ...``); a module adds a public name by list
 ``REFERENCE``, the unfolded-WMMSE chapter's set-up ``SETUP``).
 """
 
-from lib.chapters import distribution_shift, hybrid, oamp_net, pretrained_sparse, unfolded_wmmse
+from lib.chapters import (
+    distribution_shift,
+    hybrid,
+    learned_hybrid,
+    oamp_net,
+    pretrained_sparse,
+    unfolded_wmmse,
+)
 from lib.chapters.distribution_shift import *  # noqa: F403
 from lib.chapters.hybrid import *  # noqa: F403
+from lib.chapters.learned_hybrid import *  # noqa: F403
 from lib.chapters.oamp_net import *  # noqa: F403
 from lib.chapters.pretrained_sparse import *  # noqa: F403
 from lib.chapters.unfolded_wmmse import *  # noqa: F403
@@ -19,5 +27,6 @@ __all__ = (
     + distribution_shift.__all__
     + unfolded_wmmse.__all__
     + hybrid.__all__
+    + learned_hybrid.__all__
     + oamp_net.__all__
 )

@@ -90,6 +90,11 @@ METHODS: dict[str, tuple[str, str, str, str | None]] = {
     "unfolded_log_q8": ("unfolded, log-domain γ, Q = 8 (progressive)", "#9c36b5", ":", "D"),
     "unfolded_norm": ("unfolded, γ/tr A (Q = 8)", "#5f3dc4", "--", "x"),
     "unfolded_accel": ("unfolded, γ/tr A + momentum (Q = 7)", "#c2255c", "-", "P"),
+    # learned hybrid beamforming (chapter Learned hybrid beamforming under outage constraints)
+    "u_ghbf_gcn": ("U-G-HBF-GCN", "#d9480f", "-", "h"),
+    "u_ghbf_fcn": ("U-G-HBF-FCN (no graph)", "#f08c00", "-", "<"),
+    "u_ghbf_gcn_quantile": ("U-G-HBF-GCN, quantile loss", "#c2255c", "--", "D"),
+    "u_fdbf_gcn": ("U-FDBF-GCN (fully digital)", "#862e9c", "-", "P"),
     # data-driven
     "mlp": ("black-box MLP", "#2b8a3e", "-.", "^"),
     # limits
