@@ -6,12 +6,12 @@ drawn per step), ``N_RF`` RF chains (5), 10-degree Gaussian spread, SINR target 
 outage 0.1, ``P_max`` 20 dB, the plain DFT codebook and one greedy sweep. Instances infeasible
 for the greedy design on the true channels (G-HBF-perf) within ``P_max`` are dropped. The CSI
 is the MMSE estimate at a pilot SNR that defines the **constraint groups** (``--groups``,
-default ``5,10,20,5-20``: three fixed pilot SNRs in dB and one uniform range; at 0 dB no margin
-brings G-HBF-marg's outage below 0.3 within ``P_max``), one outage constraint and one dual
-variable per group. Fresh training instances every step (group drawn uniformly per instance), a
-fixed validation set (``--val``, 800; the paper has 5000) and a fixed test set per group
-(``--test`` per group, 2000); validation and test sets do not depend on
-``--seed``.
+default ``5,10,20,5-20``: three fixed pilot SNRs in dB and one uniform range; at 0 dB no
+margin brings G-HBF-marg's outage below 0.25 within ``P_max``, see the chapter), one outage
+constraint and one dual variable per group. Fresh training instances every step (group
+drawn uniformly per instance), a fixed validation set (``--val``, 800; the paper has 5000)
+and a fixed test set per group (``--test`` per group, 2000); validation and test sets do not
+depend on ``--seed``.
 
 Training (``lib.learn.fit``): the primal-dual Lagrangian of :class:`lib.learn.PrimalDualOutageLoss`
 (eq. (49)) with the adaptive annealing outage (eqs. (51)-(52), default) or the quantile penalty

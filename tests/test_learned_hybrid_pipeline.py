@@ -82,6 +82,8 @@ def test_an_unreachable_target_is_reported_not_nan():
 def test_bad_input_names_the_argument():
     with pytest.raises(ValueError, match="users"):
         LearnedHybridProblem(users=(0, 2))
+    with pytest.raises(ValueError, match="pair"):
+        LearnedHybridProblem(users=4)
     with pytest.raises(ValueError, match="rho"):
         LearnedHybridProblem(rho=1.5)
     with pytest.raises(ValueError, match="n_rf"):

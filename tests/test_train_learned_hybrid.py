@@ -136,6 +136,12 @@ def test_margin_search_handles_a_non_monotone_outage():
     m, trace = search_margin(lambda m: 0.3, 0.1, 4.0, 2.0, 3)
     assert m is None and [t[0] for t in trace] == [0.0, 2.0, 4.0]
     assert search_margin(lambda m: 0.05, 0.1, 4.0, 2.0, 3)[0] == 0.0
+    for bad in (dict(step=0.0), dict(hi=-1.0), dict(rho=1.0)):
+        kw = {"rho": 0.1, "hi": 4.0, "step": 2.0, **bad}
+        with pytest.raises(ValueError):
+            search_margin(lambda m: 0.05, kw["rho"], kw["hi"], kw["step"], 3)
+    with pytest.raises(TypeError, match="callable"):
+        search_margin(0.05, 0.1)
 
 
 def test_classical_only_writes_the_baselines(tmp_path):

@@ -147,6 +147,8 @@ class LearnedHybridProblem:
     def __post_init__(self):
         for name in ("n_h", "n_v", "n_rf"):
             setattr(self, name, check_positive_int(getattr(self, name), name))
+        if not isinstance(self.users, (tuple, list)) or len(self.users) != 2:
+            raise ValueError(f"users must be a pair (lo, hi), got {self.users!r}")
         lo, hi = (int(u) for u in self.users)
         if not 1 <= lo <= hi:
             raise ValueError(f"users must be (lo, hi) with 1 <= lo <= hi, got {self.users}")
@@ -419,6 +421,13 @@ def search_margin(outage_of, rho: float, hi: float = 12.0, step: float = 2.0, it
     above ``P_max`` (all their users in outage), so plain bisection on ``[0, hi]`` can fail
     although a smaller margin meets ``rho``. Returns ``(margin or None, trace)``; ``None``
     when no grid point meets ``rho`` (the trace then shows the least outage reached)."""
+    if not callable(outage_of):
+        raise TypeError("outage_of must be callable: margin (dB) -> validation outage")
+    if not 0 < rho < 1:
+        raise ValueError(f"rho must be in (0, 1), got {rho}")
+    if not (step > 0 and hi >= 0):
+        raise ValueError(f"need step > 0 and hi >= 0 (dB), got step={step}, hi={hi}")
+    iters = check_positive_int(iters, "iters", minimum=0)
     trace, prev = [], 0.0
     grid = [round(step * i, 6) for i in range(int(hi / step) + 1)]
     for m in grid:
