@@ -13,10 +13,10 @@ NOTEBOOKS := $(sort $(wildcard book/*.ipynb))
 export BOOK_TORCH_THREADS ?= 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: setup book test lint unit notebooks build-html browser student student-test student-run refresh clean
+.PHONY: llvm setup book test lint unit notebooks build-html browser student student-test student-run refresh clean
 
 ## ---- set-up (idempotent; re-runs only what changed) -------------------------
-setup: $(VENV)/.installed node_modules/.installed book/_static/vendor/.installed chromium
+setup: $(VENV)/.installed node_modules/.installed book/_static/vendor/.installed chromium llvm
 
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ book/_static/vendor/.installed: node_modules/.installed scripts/vendor_assets.py
 chromium:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; }
+
+# Sionna RT's CPU back end (Dr.Jit) needs LLVM 19: Debian's libllvm19 (older ones crash).
+llvm:
+	@ls /usr/lib/*-linux-gnu/libLLVM-19.so* >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libllvm19 >/dev/null; }
 
 ## ---- the book -----------------------------------------------------------------
 book: setup
