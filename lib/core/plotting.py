@@ -106,6 +106,15 @@ METHODS: dict[str, tuple[str, str, str, str | None]] = {
     "gd_cheb": ("GD, Chebyshev steps", "#339af0", "-", "v"),
     "gd_learned": ("unfolded GD, learned steps", "#f76707", "-", "s"),
     "cg": ("conjugate gradients (limit)", "#000000", "--", "x"),
+    # channel sources and WMMSE as run on them (chapter Channels from ray tracing)
+    "wmmse_100": ("WMMSE (100 iterations from RZF)", "#0b2a5b", "-", "s"),
+    "iid_rayleigh": ("i.i.d. Rayleigh", "#868e96", ":", "o"),
+    "tr38901_umi": ("3GPP 38.901 UMi", "#7048e8", "--", "v"),
+    "tr38901_uma": ("3GPP 38.901 UMa", "#ae3ec9", "-.", "^"),
+    "site_train": ("ray-traced site, training", "#2b8a3e", "none", "o"),
+    "site_meta": ("ray-traced site, meta", "#5c940d", "none", "s"),
+    "site_heldout": ("ray-traced site, held out", "#e67700", "none", "D"),
+    "site_unseen_city": ("ray-traced site, unseen city", "#d6336c", "none", "*"),
 }
 
 _LINESTYLE = {"classical": "-", "learned": "-", "bound": "--", "data": "-.", "other": ":"}

@@ -236,26 +236,36 @@ class RayTracedSite:
 
     Attributes
     ----------
-    name, scene, split : str
+    name : str
+        The site's name (``"<scene>-r1"`` roof edge, ``"<scene>-s1"`` street).
+    scene : str
+        The Sionna RT scene.
+    split : str
+        ``"train"``, ``"meta"``, ``"heldout"`` or ``"unseen_city"``.
     bs_position : torch.Tensor
         ``(3,)`` metres.
     boresight : float
         Sector boresight azimuth (radians).
     carrier_hz : float
+        Carrier frequency (Hz).
     positions : torch.Tensor
         ``(U, 3)`` user positions (m).
     a : torch.Tensor
         ``(U, L)`` complex gains.
-    tau, theta_t, phi_t, theta_r, phi_r : torch.Tensor
-        ``(U, L)`` delays (s) and angles (rad).
-    interactions, n_interactions : torch.Tensor
+    tau : torch.Tensor
+        ``(U, L)`` delays (s).
+    theta_t : torch.Tensor
+        ``(U, L)`` zenith of departure (rad); ``phi_t`` the azimuth, ``theta_r`` and
+        ``phi_r`` those of arrival.
+    interactions : torch.Tensor
         ``(U, L)`` uint8: interaction types OR-ed over the path (Sionna's ``InteractionType``:
-        1 specular, 8 diffraction; 0 line of sight) and their number.
+        1 specular, 8 diffraction; 0 line of sight); ``n_interactions`` their number.
     los : torch.Tensor
         ``(U,)`` bool, a line-of-sight path exists.
     captured : torch.Tensor
         ``(U,)`` fraction of the traced power in the stored paths.
     record : dict
+        The site's record of ``manifest.json``.
     """
 
     name: str
