@@ -12,13 +12,14 @@ chapter:
 .. math::
 
     [\\mathbf H]_{u m}(f) = \\sum_{\\ell} a_{u\\ell}\\,
-    e^{\\,j 2\\pi\\, \\mathbf r_m^{\\mathsf T} \\mathbf k(\\theta^{\\mathrm t}_{u\\ell},
-    \\varphi^{\\mathrm t}_{u\\ell}) / \\lambda}\\, e^{-j 2\\pi f \\tau_{u\\ell}},
-    \\qquad \\mathbf k(\\theta, \\varphi) = (\\sin\\theta\\cos\\varphi, \\sin\\theta\\sin\\varphi,
-    \\cos\\theta),
+    e^{\\,j 2\\pi\\, \\mathbf r_m^{\\mathsf T} \\mathbf k_{u\\ell}}\\,
+    e^{-j 2\\pi f \\tau_{u\\ell}},
 
-with :math:`\\mathbf r_m` the position of BS antenna ``m`` relative to the array centre (in
-wavelengths: the division by :math:`\\lambda` is then dropped) and ``f`` the absolute frequency:
+where :math:`\\mathbf k_{u\\ell} = \\mathbf k(\\theta^{\\mathrm t}_{u\\ell},
+\\varphi^{\\mathrm t}_{u\\ell})` is the direction of departure of path :math:`\\ell`, with
+:math:`\\mathbf k(\\theta, \\varphi) = (\\sin\\theta\\cos\\varphi,
+\\sin\\theta\\sin\\varphi, \\cos\\theta)`, :math:`\\mathbf r_m` the position of BS antenna
+``m`` relative to the array centre, in wavelengths, and ``f`` the absolute frequency:
 the carrier :math:`f_c` for the narrowband channel, :math:`f_c + \\Delta f` on the subcarrier at
 offset :math:`\\Delta f`. The gains :math:`a_{u\\ell}` are Sionna RT's ``Paths.a``, without the
 propagation phase, which the last factor adds. Row ``u`` is
