@@ -74,19 +74,20 @@ def traced():
 
 
 def test_retrace_reproduces_stored_paths(traced):
-    site, users, d = traced["site"], traced["users"], traced["data"]
+    """The generator, run again on stored users, finds the same strongest paths (the tracer is
+    not bit-deterministic across runs, so a weak path may come or go)."""
+    site, users, d = traced["site"], traced["users"], traced["full"]
     assert traced["dropped"] == 0  # every stored user has a path
     assert np.allclose(d["position"], site.positions[users].numpy(), atol=1e-4)
     assert np.array_equal(d["los"], site.los[users].numpy())
-    pos = site.array(8, 8).double()
-    t = lambda k: torch.from_numpy(d[k]).double()  # noqa: E731
-    fc = torch.tensor([site.carrier_hz], dtype=torch.float64)
-    mine = channels_from_paths(torch.from_numpy(d["a"]).to(torch.complex128), t("theta_t"),
-                               t("phi_t"), pos, tau=t("tau"), frequencies=fc)[:, 0]  # fmt: skip
-    stored = site.channels(users, 8, 8, normalization="none", dtype=torch.complex128)
-    # the same strongest paths up to float32 storage, and the rare path that a trace of
-    # 100 receivers at once finds or misses against one of 6 (set_hash_size)
-    assert _nmse_db(mine, stored) < -40
+    for i, u in enumerate(users.tolist()):
+        a_s, t_s = site.a[u].numpy(), site.tau[u].numpy()
+        for ell in range(min(3, int((np.abs(a_s) > 0).sum()))):  # the three strongest
+            close = (np.abs(d["tau"][i] - t_s[ell]) < 1e-11) & (
+                np.abs(d["a"][i] - a_s[ell]) < 1e-3 * abs(a_s[ell]))
+            assert close.any(), (u, ell)
+        g_s, g_r = (np.abs(a_s) ** 2).sum(), (np.abs(d["a"][i]) ** 2).sum()
+        assert abs(10 * np.log10(g_r / g_s)) < 1.0  # within 1 dB, all paths
 
 
 def _sionna_channels(traced, n_h, n_v, frequencies=None):
@@ -107,13 +108,19 @@ def _sionna_channels(traced, n_h, n_v, frequencies=None):
             specular_reflection=True, diffraction=True, refraction=False,
             synthetic_array=True, seed=args.seed,
         )  # fmt: skip
+        U, M = len(names), n_h * n_v
         if frequencies is None:  # the baseband impulse response, summed over paths
             a, _ = paths.cir(normalize_delays=False, out_type="numpy")  # (U, 1, 1, M, L, T)
-            H = np.asarray(a).reshape(len(names), n_h * n_v, -1).sum(-1)  # (U, M)
+            H = np.asarray(a).reshape(U, M, -1).sum(-1)  # (U, M)
         else:
             h = paths.cfr(frequencies=frequencies.numpy(), normalize_delays=False,
                           out_type="numpy")  # (U, 1, 1, M, T, N)  # fmt: skip
-            H = np.asarray(h).reshape(len(names), n_h * n_v, -1).transpose(0, 2, 1)
+            H = np.asarray(h).reshape(U, M, -1).transpose(0, 2, 1)
+        # the same trace's paths: per-antenna gains (U, M, L), angles and delays (U, L)
+        a_ant = (np.array(paths.a[0]) + 1j * np.array(paths.a[1])).reshape(U, M, -1)
+        valid = np.array(paths.valid).reshape(U, -1)  # (U, L) with a synthetic array
+        same = {k: np.array(getattr(paths, k)).reshape(U, -1)
+                for k in ("tau", "theta_t", "phi_t")}
         local = np.array(scene.tx_array.positions(scene.wavelength)).reshape(3, -1).T
     finally:
         for nm in names:
@@ -129,13 +136,17 @@ def _sionna_channels(traced, n_h, n_v, frequencies=None):
     assert sorted(match) == list(range(n_h * n_v))  # the same set of element positions
     out = np.zeros_like(H)
     out[..., match] = H
-    return torch.from_numpy(out).to(torch.complex128)
+    # the gain at the array centre: Sionna's antenna 0 with its phase shift removed
+    th, ph = same["theta_t"].astype(float), same["phi_t"].astype(float)
+    k = np.stack([np.sin(th) * np.cos(ph), np.sin(th) * np.sin(ph), np.cos(th)], -1)
+    shift = np.exp(-2j * np.pi * (k @ world[0]) / scene.wavelength)
+    same["a"] = np.where(valid, a_ant[:, 0] * shift, 0)
+    return torch.from_numpy(out).to(torch.complex128), same
 
 
-def _ours(traced, n_h, n_v, frequencies=None):
-    """lib's rebuild from every re-traced path (1x1 antennas) for an n_h x n_v array."""
-    d = traced["full"]
-    t = lambda k: torch.from_numpy(d[k]).double()  # noqa: E731
+def _ours(traced, d, n_h, n_v, frequencies=None):
+    """lib's rebuild for an n_h x n_v array from the paths ``d`` (a, tau and angles)."""
+    t = lambda k: torch.from_numpy(np.ascontiguousarray(d[k])).double()  # noqa: E731
     a = torch.from_numpy(d["a"]).to(torch.complex128)
     pos = upa_positions(n_h, n_v, traced["site"].boresight)
     fc = traced["man"]["carrier_hz"]
@@ -146,8 +157,11 @@ def _ours(traced, n_h, n_v, frequencies=None):
 
 
 def test_rebuilt_channel_equals_sionna_array(traced):
-    theirs = _sionna_channels(traced, 8, 8)
-    ours = _ours(traced, 8, 8)
+    """lib's eq. (eq-rt-channel) on the paths of Sionna's own 8x8 trace (one call of the
+    tracer, so the same paths) against Sionna's array channel: the element positions, their
+    order, the rotation by the boresight and the angle convention all enter."""
+    theirs, same = _sionna_channels(traced, 8, 8)
+    ours = _ours(traced, same, 8, 8)
     worst = max(_nmse_db(ours[u], theirs[u]) for u in range(N_USERS))
     # Sionna forms the carrier phase 2 pi f_c tau (~1e4 rad) in float32: ~1e-3 rad error
     assert worst < -45
@@ -155,8 +169,8 @@ def test_rebuilt_channel_equals_sionna_array(traced):
 
 def test_rebuilt_ofdm_channel_equals_sionna_cfr(traced):
     f = subcarrier_frequencies(16, 30e3 * 4)
-    theirs = _sionna_channels(traced, 4, 2, frequencies=f)  # (U, N, M)
-    ours = _ours(traced, 4, 2, frequencies=f)
+    theirs, same = _sionna_channels(traced, 4, 2, frequencies=f)  # (U, N, M)
+    ours = _ours(traced, same, 4, 2, frequencies=f)
     assert ours.shape == theirs.shape == (N_USERS, 16, 8)
     worst = max(_nmse_db(ours[u], theirs[u]) for u in range(N_USERS))
     assert worst < -45
