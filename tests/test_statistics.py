@@ -155,3 +155,11 @@ def test_beamspace_and_split():
     assert r_full == pytest.approx(r_rzf, rel=1e-9)
     with pytest.raises(ValueError, match="exceeds the 16 antennas"):
         chapters.eigen_beamspace(H, 17)
+    with pytest.raises(ValueError, match="H must have"):
+        chapters.eigen_beamspace(Ht, 4)  # a batch of samples, not the users of a site
+    with pytest.raises(ValueError, match="B must have shape"):
+        chapters.beamspace_sum_rate(Ht, B[:8], 10.0)
+    with pytest.raises(TypeError, match="H must"):
+        chapters.beamspace_sum_rate(Ht.real, B, 10.0)
+    with pytest.raises(ValueError, match="axis must be 0"):
+        chapters.spatial_split(site, axis=2)

@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from lib.core.checks import check_positive_int
+from lib.core.checks import check_number, check_positive_int, check_tensor
 from lib.phy import (
     beams_for_power,
     covariance_rank,
@@ -181,6 +181,7 @@ def precoder_sum_rates(H, snr_db, *, wmmse_iters: int = 100, methods=("zf", "rzf
 def eigen_beamspace(H, D: int) -> torch.Tensor:
     """The ``D`` strongest eigenvectors ``(M, D)`` of the covariance of the users ``H``
     ``(U, M)``: a statistical analog front end fitted on those users."""
+    check_tensor(H, "H", complex_=True, ndim=2)
     D = check_positive_int(D, "D")
     if D > H.shape[-1]:
         raise ValueError(f"D = {D} exceeds the {H.shape[-1]} antennas")
@@ -191,7 +192,9 @@ def eigen_beamspace(H, D: int) -> torch.Tensor:
 def beamspace_sum_rate(H, B, snr_db: float) -> float:
     """Mean RZF sum rate on the effective channels ``H B`` ``(batch, K, D)``, the precoder
     ``B W`` with ``W`` the RZF precoder of ``H B`` (``B`` orthonormal keeps the power)."""
-    P = 10 ** (snr_db / 10)
+    check_tensor(H, "H", complex_=True, ndim=3)
+    check_tensor(B, "B", complex_=True, shape=(H.shape[-1], None))
+    P = 10 ** (check_number(snr_db, "snr_db") / 10)
     Heff = H @ B.to(H.dtype)
     W = rzf(Heff, P, 1.0)
     return float(sum_rate(H, B.to(H.dtype) @ W, 1.0).mean())
@@ -200,6 +203,8 @@ def beamspace_sum_rate(H, B, snr_db: float) -> float:
 def spatial_split(site, axis: int = 0):
     """Indices ``(train, test)`` of the users of ``site`` below / above the median of their
     ``axis`` coordinate (0: x, 1: y): two disjoint regions of the sector."""
+    if axis not in (0, 1):
+        raise ValueError(f"axis must be 0 (x) or 1 (y), got {axis!r}")
     x = site.positions[:, axis]
     m = x.median()
     return torch.nonzero(x <= m).flatten(), torch.nonzero(x > m).flatten()
