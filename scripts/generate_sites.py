@@ -28,7 +28,7 @@ positions, LOS fraction, median path gain, CPU seconds). Sites whose file exists
 (``--force`` re-traces them), so an interrupted run resumes. The ray tracer runs on the CPU
 through Dr.Jit's LLVM back end: set ``DRJIT_LIBLLVM_PATH`` to an LLVM 19 library (the README).
 
-    python scripts/generate_sites.py            # every site (about 40 min on 2 cores)
+    python scripts/generate_sites.py            # every site (54 CPU-min, ~30 min on 2 cores)
     python scripts/generate_sites.py --only munich-r1 --candidates 60 --out /tmp/sites
 """
 
