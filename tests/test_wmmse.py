@@ -129,3 +129,36 @@ def test_zero_channel_sample_gives_zero_precoder_not_nan():
     assert torch.all(_power(V[[0, 2]]) > 0.999)
     c = dl.dpc_sum_capacity(H, 1.0, 0.1)
     assert torch.isfinite(c).all() and c[1] == 0 and torch.all(c[[0, 2]] > 0)
+
+
+def _full_and_reduced(H, u, w, P, a):
+    """The M x M path (forced by a gradient on H) and the K x K path of the same update."""
+    import lib.precoding.weighted_mmse as wm
+
+    Vf = wm._precoder(H.clone().requires_grad_(True), u, w, P, a, 60).detach()
+    Vr = wm._precoder_reduced(H, u, w, P, a, 60)
+    return Vf, Vr
+
+
+@pytest.mark.parametrize("P", [0.1, 10.0, 1e4])
+def test_reduced_precoder_equals_the_full_eigendecomposition(P):
+    import lib.precoding.weighted_mmse as wm
+
+    g = torch.Generator().manual_seed(3)
+    H = rayleigh(64, 4, 16, generator=g, dtype=torch.complex128)
+    H[0, 3] = H[0, 2]  # a rank-deficient G: two users with the same channel
+    H[1, 1] = 0.0  # a user without a channel
+    B = H.shape[0]
+    Pt = torch.full((B,), P, dtype=torch.float64)
+    s2 = torch.ones(B, dtype=torch.float64)
+    a = torch.ones(B, 4, dtype=torch.float64)
+    a[2, 0] = 0.0  # a user without priority
+    V = wm._matched_filter(H, Pt)
+    for _ in range(5):
+        u, w = wm._receivers_weights(H, V, s2)
+        Vf, Vr = _full_and_reduced(H, u, w, Pt, a)
+        assert torch.isfinite(Vr).all()
+        err = (Vf - Vr).abs().amax((-2, -1)) / Vf.abs().amax((-2, -1)).clamp_min(1e-300)
+        assert float(err.max()) < 1e-6
+        assert bool((dl.common._frob2(Vr) <= Pt * (1 + 1e-9)).all())
+        V = Vr
