@@ -12,6 +12,7 @@ from lib.chapters import (
     hybrid,
     learned_hybrid,
     oamp_net,
+    papp,
     pretrained_sparse,
     raytraced_sites,
     unfolded_wmmse,
@@ -20,6 +21,7 @@ from lib.chapters.distribution_shift import *  # noqa: F403
 from lib.chapters.hybrid import *  # noqa: F403
 from lib.chapters.learned_hybrid import *  # noqa: F403
 from lib.chapters.oamp_net import *  # noqa: F403
+from lib.chapters.papp import *  # noqa: F403
 from lib.chapters.pretrained_sparse import *  # noqa: F403
 from lib.chapters.raytraced_sites import *  # noqa: F403
 from lib.chapters.unfolded_wmmse import *  # noqa: F403
@@ -32,4 +34,5 @@ __all__ = (
     + learned_hybrid.__all__
     + oamp_net.__all__
     + raytraced_sites.__all__
+    + papp.__all__
 )

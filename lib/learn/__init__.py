@@ -12,6 +12,7 @@ from lib.learn import (
     gcn,
     learned_hybrid,
     outage_loss,
+    papp,
     plan,
     storage,
     straight_through,
@@ -27,6 +28,7 @@ from lib.learn.flops import *  # noqa: F403
 from lib.learn.gcn import *  # noqa: F403
 from lib.learn.learned_hybrid import *  # noqa: F403
 from lib.learn.outage_loss import *  # noqa: F403
+from lib.learn.papp import *  # noqa: F403
 from lib.learn.plan import *  # noqa: F403
 from lib.learn.storage import *  # noqa: F403
 from lib.learn.straight_through import *  # noqa: F403
@@ -56,6 +58,7 @@ __all__ = [
     + gcn.__all__
     + learned_hybrid.__all__
     + outage_loss.__all__
+    + papp.__all__
     if n != "make_sampler"
 ]
 del make_sampler  # noqa: F821
