@@ -281,3 +281,20 @@ def test_domain_sampler_draws_distinct_sites_and_evaluation_uses_true_channels()
     Hs = H[0]
     rates = evaluate_precoders({"ZF": zf, "RZF": rzf}, Hs, 20.0, H_hat=Hs)
     torch.testing.assert_close(rates["ZF"], sum_rate(Hs, zf(Hs, 100.0), 1.0))
+
+
+def test_count_flops_follows_the_stated_convention():
+    from lib.learn import count_flops
+
+    a = torch.randn(3, 5, dtype=torch.float64)
+    b = torch.randn(5, 7, dtype=torch.float64)
+    assert count_flops(torch.mm, a, b).by_kind == {"matmul": 2 * 3 * 5 * 7}
+    ac, bc = a.to(torch.complex128), b.to(torch.complex128)
+    assert count_flops(torch.mm, ac, bc).by_kind == {"matmul": 8 * 3 * 5 * 7}
+    A = torch.eye(6, dtype=torch.complex128).expand(4, 6, 6).contiguous()
+    assert count_flops(torch.linalg.eigh, A, per=4).by_kind == {"eigh": 8 * 9 * 6**3}
+    assert count_flops(torch.add, a, a).total == 15
+    H = rayleigh(10, 4, 16, generator=torch.Generator().manual_seed(0))
+    c1 = count_flops(wmmse, H, 10.0, 1.0, iters=10, per=10)
+    c2 = count_flops(wmmse, H, 10.0, 1.0, iters=20, per=10)
+    assert 1.8 < c2.total / c1.total < 2.1  # linear in the iterations

@@ -1,5 +1,7 @@
 """Operation counts (real floating-point operations per channel) of WMMSE, the unfolded WMMSE,
-ZF and RZF, the complexity axis of the chapter *Unfolded WMMSE* (Pellaco et al. 2020, Sec. VII).
+ZF and RZF, the complexity axis of the chapter *Unfolded WMMSE* (Pellaco et al. 2020, Sec. VII),
+and :func:`~lib.learn.count_flops`, a counter of the operations a torch function actually
+executes (one counter for classical and learned precoders, chapter *Generalizable precoding*).
 
 Symbols: ``M`` antennas, ``K`` users, ``T`` layers (``layers``; the paper's ``L``), ``Q`` PGD
 steps per layer (``pgd_steps``; the paper's ``K``). Convention: a complex multiply-add costs 8
@@ -9,9 +11,17 @@ sqrt and exp count 1. Every function returns an ``int``.
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import NamedTuple
+
+import torch
+import torch.utils.flop_counter as _fc
+from torch.utils._python_dispatch import TorchDispatchMode
+
 from lib.core.checks import check_positive_int
 
-__all__ = ["flops_wmmse", "flops_unfolded_wmmse", "flops_zf", "flops_rzf"]
+__all__ = ["flops_wmmse", "flops_unfolded_wmmse", "flops_zf", "flops_rzf", "FlopCount",
+           "count_flops"]  # fmt: skip
 
 
 # --------------------------------------------------------------------------- #
@@ -124,3 +134,108 @@ def flops_rzf(M: int, K: int) -> int:
     """Real flops per channel of RZF: as :func:`~lib.learn.flops_zf` plus the diagonal loading
     (``K`` adds)."""
     return flops_zf(M, K) + 2 * K
+
+
+# --------------------------------------------------------------------------- #
+# Measured counts: the operations a torch function executes
+# --------------------------------------------------------------------------- #
+class FlopCount(NamedTuple):
+    """Result of :func:`~lib.learn.count_flops`: real flops in total and by category
+    (``"matmul"``, ``"conv"``, ``"eigh"``, ``"elementwise"``) and the number of calls per aten
+    operator that was counted."""
+
+    total: int
+    by_kind: dict
+    ops: dict
+
+
+_LINEAR = {"mm", "addmm", "bmm", "baddbmm"}
+_CONV = {"convolution", "_convolution"}
+_EIGH = {"_linalg_eigh", "linalg_eigh"}
+# multiply-adds of the dense factorisations (Golub & Van Loan), ``m >= n``; solves apart
+_FACTOR = {
+    "linalg_qr": lambda m, n: 2 * m * n * n - 2 * n**3 / 3,  # Householder QR, Q and R
+    "_linalg_svd": lambda m, n: 3 * m * n * n + 10 * n**3,  # thin SVD with vectors
+    "linalg_cholesky_ex": lambda m, n: n**3 / 6,
+    "linalg_lu_factor_ex": lambda m, n: n**3 / 3,
+    "linalg_inv_ex": lambda m, n: n**3,
+    "linalg_solve_triangular": None,
+    "_linalg_solve_ex": None,
+    "linalg_solve": None,
+}
+_REDUCE = {"sum", "mean", "linalg_vector_norm", "amax", "amin", "prod"}
+_ELEMENTWISE = {
+    "add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "pow", "pow_", "sqrt",
+    "rsqrt", "exp", "log", "log1p", "log2", "reciprocal", "addcmul", "addcmul_", "abs", "neg",
+    "gelu", "relu", "sigmoid", "tanh", "clamp", "clamp_min", "clamp_max", "where", "gt", "lt",
+    "ge", "le", "square", "lerp_", "angle", "polar", "complex", "sort", "atan2", "cos", "sin",
+}  # fmt: skip
+
+
+def _is_complex(t) -> bool:
+    return isinstance(t, torch.Tensor) and t.is_complex()
+
+
+class _Counter(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.kind: Counter = Counter()
+        self.ops: Counter = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = func.overloadpacket.__name__
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        cplx = any(_is_complex(a) for a in tensors) or _is_complex(out)
+        if name in _LINEAR or name in _CONV:
+            f = _fc.flop_registry[func.overloadpacket]
+            n = f(*args, out_val=out, **kwargs)  # 2 flops per real MAC (shape-wrapped formula)
+            self.kind["matmul" if name in _LINEAR else "conv"] += int(n) * (4 if cplx else 1)
+        elif name in _EIGH:
+            A = args[0]
+            n = A.shape[-1]
+            batch = A.numel() // (n * n)
+            self.kind["eigh"] += int(batch * _EIGH_COEF * n**3 * (8 if cplx else 2))
+        elif name in _FACTOR:
+            A = args[0]
+            m, n = A.shape[-2], A.shape[-1]
+            batch = A.numel() // max(1, m * n)
+            if name in ("linalg_solve_triangular", "_linalg_solve_ex", "linalg_solve"):
+                rhs = args[1].shape[-1] if name == "linalg_solve_triangular" else (
+                    args[1].shape[-1] if args[1].dim() == A.dim() else 1)  # fmt: skip
+                macs = n * n * rhs / 2 + (n**3 / 3 + n * n * rhs / 2 if "triangular" not in
+                                          name else 0)  # fmt: skip
+            else:
+                lo, hi = min(m, n), max(m, n)
+                macs = _FACTOR[name](hi, lo)
+            self.kind["factor"] += int(batch * macs * (8 if cplx else 2))
+        elif name in _ELEMENTWISE or name in _REDUCE:
+            size = tensors[0].numel() if name in _REDUCE and tensors else (
+                out.numel() if isinstance(out, torch.Tensor) else 0)  # fmt: skip
+            self.kind["elementwise"] += int(size) * (2 if cplx else 1)
+        else:
+            return out
+        self.ops[name] += 1
+        return out
+
+
+def count_flops(fn, *args, per: int | None = None, **kwargs) -> FlopCount:
+    """Real flops executed by ``fn(*args, **kwargs)`` (under ``torch.no_grad``), from the aten
+    operators it dispatches.
+
+    Convention (that of this module): a real multiply-add is 2 flops and a complex one 8
+    (matrix products and convolutions with the formulas of :mod:`torch.utils.flop_counter`,
+    times 4 for complex operands); a Hermitian eigendecomposition of an ``n x n`` matrix
+    ``9 n^3`` multiply-adds; QR, SVD, Cholesky, LU, inverse and (triangular) solves the
+    multiply-adds of their dense algorithms (Golub & Van Loan); an elementwise operation or a
+    reduction 1 flop per element (2 for complex), whatever the function (division, square root,
+    exponential and comparison included). Indexing, copies and reshapes count nothing.
+    ``per``: divide every count by this number (e.g. the batch size, for flops per channel).
+    """
+    c = _Counter()
+    with torch.no_grad(), c:
+        fn(*args, **kwargs)
+    d = 1 if per is None else check_positive_int(per, "per")
+    by_kind = {k: v / d for k, v in c.kind.items()}
+    return FlopCount(int(round(sum(by_kind.values()))), by_kind, dict(c.ops))
