@@ -159,11 +159,14 @@ def _precoder_reduced(H, u, w, P, a, iters: int) -> torch.Tensor:
         use = keep | (active[:, None] & (lam > 0))
         den = lam + mu[:, None]
         inv = torch.where(use, 1.0 / torch.where(use, den, torch.ones_like(den)), 0.0)
-        pw = (inv.square() * phi).sum(-1)
+        X = (sc.to(H.dtype)[:, :, None] * Q) @ (inv.to(H.dtype)[:, :, None] * Y)
+        V = H.mH @ X
+        # the power of the formed V (the eigenvalue formula loses digits when S is
+        # ill-conditioned): rescale to tr(V V^H) = P where active or above the budget
+        pw = _frob2(V)
         rescale = active | (pw > P)
         scale = torch.where(rescale, torch.sqrt(P / pw.clamp_min(torch.finfo(rdt).tiny)), 1.0)
-        X = (sc.to(H.dtype)[:, :, None] * Q) @ ((inv * scale[:, None]).to(H.dtype)[:, :, None] * Y)
-        return H.mH @ X
+        return V * scale.to(H.dtype)[:, None, None]
 
 
 def _implicit_grad(A_g, R_g, P, V, U, inv, use, active) -> torch.Tensor:
