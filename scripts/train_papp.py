@@ -75,6 +75,9 @@ def build_parser():
     ap.add_argument("--hybrid", action="store_true")
     ap.add_argument("--n-rf", type=int, default=4)
     ap.add_argument("--no-normalise", action="store_true")
+    ap.add_argument("--student", choices=("structure", "span"), default="structure",
+                    help="the student's output: the optimal beamforming structure or free "
+                    "coefficients in the channel span")
     ap.add_argument("--name", default=None)
     ap.add_argument("--pool", type=int, default=768, help="training samples per source site")
     ap.add_argument("--val", type=int, default=64, help="validation samples per site and SNR")
@@ -105,6 +108,7 @@ def method_name(args) -> str:
         base = {"mldg": "PaPP", "deepall": "DeepAll-PaPP", "maml": "MAML-PaPP"}[args.method]
         base += "-HBF" if args.hybrid else ""
         base += "-nonorm" if args.no_normalise else ""
+        base += "-span" if args.student == "span" else ""
     return base + (f"-seed{args.seed}" if args.seed else "")
 
 
@@ -131,7 +135,8 @@ def build_model(args, setup):
     if args.backbone == "cnn":
         return CNNPrecoderNet(setup.users, setup.antennas)
     return PaPPNet(setup.n_h, setup.n_v, args.embed, args.hidden, hybrid=args.hybrid,
-                   n_rf=args.n_rf, normalise=not args.no_normalise)  # fmt: skip
+                   n_rf=args.n_rf, normalise=not args.no_normalise,
+                   structure=args.student == "structure")  # fmt: skip
 
 
 def _inputs(H_hat, snr, normalise: bool):
@@ -245,7 +250,8 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     model = build_model(args, setup)
     rec: dict = {}
-    gate = ReliabilityGate(lambda state: rec.get("mse", 0.0), args.lambda0, args.lambda1)
+    gate = ReliabilityGate(lambda state: rec.get("mse", 0.0), args.lambda0, args.lambda1,
+                           stage="student")  # fmt: skip
     objective = Objective(args, gate)
     sampler = DomainSampler(train_pool, setup, args.domains)
     if args.backbone == "papp":

@@ -298,3 +298,39 @@ def test_count_flops_follows_the_stated_convention():
     c1 = count_flops(wmmse, H, 10.0, 1.0, iters=10, per=10)
     c2 = count_flops(wmmse, H, 10.0, 1.0, iters=20, per=10)
     assert 1.8 < c2.total / c1.total < 2.1  # linear in the iterations
+
+
+def test_reliability_gate_counts_only_its_stage():
+    gate = ReliabilityGate(lambda s: 1.0, patience=1, stage="student")
+
+    class S:
+        step = 5
+
+        class stage:  # noqa: N801
+            name = "teacher"
+
+    for _ in range(3):
+        gate.on_validation(S, 0.0)
+    assert not gate.open
+    S.stage.name = "student"
+    gate.on_validation(S, 0.0)
+    gate.on_validation(S, 0.0)
+    assert gate.open
+
+
+def test_structured_student_matches_the_optimal_beamforming_structure():
+    from lib.learn.papp import _structured
+
+    H = _H(B=4, K=3, M=8)
+    g = torch.Generator().manual_seed(5)
+    lam = torch.softmax(torch.randn(4, 3, generator=g, dtype=torch.float64), -1)
+    p = torch.softmax(torch.randn(4, 3, generator=g, dtype=torch.float64), -1)
+    W = _structured(H, lam, p)
+    Hh = H.mH  # columns h_k
+    for b in range(4):
+        S = torch.eye(8, dtype=H.dtype) + (Hh[b] * lam[b].to(H.dtype)) @ H[b]
+        for k in range(3):
+            v = torch.linalg.solve(S, Hh[b][:, k])
+            v = v / torch.linalg.vector_norm(v) * p[b, k].sqrt()
+            torch.testing.assert_close(W[b, :, k], v)
+    torch.testing.assert_close(torch.linalg.matrix_norm(W), torch.ones(4, dtype=torch.float64))

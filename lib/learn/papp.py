@@ -29,11 +29,12 @@ WMMSE beamformer update** (:func:`lib.precoding.wmmse_precoder`, eqs. (5c)-(8) o
 *Multi-user downlink beamforming*) at unit power; its multiplier mu is the exact root of the
 power constraint (bisection) rather than a prediction, so the target is always feasible. At a
 WMMSE fixed point ``(u*, w*)`` that one update *is* the converged WMMSE precoder, so a perfect
-teacher loses nothing. The student (:class:`~lib.learn.PaPPStudent`) outputs the precoder
-directly, in the span of the users' channels, :math:`\\bar{\\mathbf W} = \\bar{\\mathbf H}^{\\mathsf
-H}\\mathbf X` with :math:`\\mathbf X \\in \\mathbb C^{K\\times K}` from a pairwise head (every
-ZF, RZF and WMMSE precoder has this form, and so does the teacher's), normalised to unit power:
-no eigendecomposition, no bisection, no iteration. The hybrid student
+teacher loses nothing. The student (:class:`~lib.learn.PaPPStudent`) outputs the precoder in
+one pass, with the optimal beamforming structure
+:math:`\\bar{\\mathbf w}_k \\propto \\sqrt{p_k}\\,(\\mathbf I + \\sum_j \\lambda_j
+\\bar{\\mathbf h}_j\\bar{\\mathbf h}_j^{\\mathsf H})^{-1}\\bar{\\mathbf h}_k` (``2K`` numbers
+from a per-user head, one ``K x K`` solve; no eigendecomposition, no bisection, no iteration),
+or, as an ablation, in the span of the users' channels with free coefficients. The hybrid student
 (:class:`~lib.learn.PaPPHybridStudent`) outputs a phase-only analog precoder
 :math:`\\mathbf A` (``M x N_RF``, :math:`|A_{mr}| = 1/\\sqrt M`) and a digital
 :math:`\\mathbf W_{dp}` (``N_RF x K``), :math:`\\bar{\\mathbf W} = \\mathbf A\\mathbf W_{dp}`.
@@ -262,25 +263,54 @@ class PaPPTeacher(nn.Module):
         return unit_power(W), u, w
 
 
-class PaPPStudent(nn.Module):
-    """Fully digital student head Phi: ``W_bar = H_bar^H X`` normalised, ``X`` from
-    :class:`_PairCoefficients`. ``forward(f, H_bar) -> (B, M, K)``."""
+def _structured(H: torch.Tensor, lam: torch.Tensor, p: torch.Tensor, A=None) -> torch.Tensor:
+    """Columns ``v_k ~ (I + H^H diag(lam) H)^{-1} h_k`` with ``||A v_k||^2 = p_k`` (``A = I`` if
+    ``None``), computed as ``H^H (I + diag(lam) H H^H)^{-1}`` (push-through): a ``K x K`` solve."""
+    K = H.shape[-2]
+    G = H @ H.mH
+    eye = torch.eye(K, dtype=H.dtype, device=H.device)
+    T = torch.linalg.solve(eye + lam.to(H.dtype)[..., :, None] * G, eye)  # (B, K, K)
+    V = H.mH @ T
+    n = torch.linalg.vector_norm(V if A is None else A @ V, dim=-2)
+    n = n.clamp_min(torch.finfo(n.dtype).tiny)
+    return V * (p.sqrt() / n).to(H.dtype)[..., None, :]
 
-    def __init__(self, embed: int, hidden: int = 64):
+
+class PaPPStudent(nn.Module):
+    """Fully digital student head Phi (``forward(f, H_bar) -> (B, M, K)``, unit power).
+
+    ``structure=True`` (default): the optimal beamforming structure (Bjornson, Bengtsson &
+    Ottersten 2014), ``w_k = sqrt(p_k) (I + sum_j lam_j h_j h_j^H)^{-1} h_k / ||.||`` with
+    ``lam`` and ``p`` (each summing to 1, softmax over the users) from a per-user head: every
+    sum-rate-optimal precoder has this form for some ``lam, p`` (the uplink and downlink powers
+    of the dual problem); one ``K x K`` solve, no iteration. ``structure=False``: the channel
+    span ``W_bar = H_bar^H X`` with ``X`` from a pairwise head (:class:`_PairCoefficients`).
+    """
+
+    def __init__(self, embed: int, hidden: int = 64, structure: bool = True):
         super().__init__()
-        self.pairs = _PairCoefficients(embed, hidden)
+        self.structure = bool(structure)
+        if self.structure:
+            self.head = _mlp([embed, hidden, hidden, 2])
+        else:
+            self.pairs = _PairCoefficients(embed, hidden)
 
     def forward(self, f: torch.Tensor, H_bar: torch.Tensor) -> torch.Tensor:
-        X = self.pairs(f, H_bar)
-        return unit_power(H_bar.mH @ X)
+        if not self.structure:
+            return unit_power(H_bar.mH @ self.pairs(f, H_bar))
+        out = self.head(f)
+        lam = torch.softmax(out[..., 0], -1).to(H_bar.real.dtype)
+        p = torch.softmax(out[..., 1], -1).to(H_bar.real.dtype)
+        return _structured(H_bar, lam, p)
 
 
 class PaPPHybridStudent(nn.Module):
     """Hybrid student head: analog ``A`` (phase only, ``M x N_RF``) and digital ``W_dp``.
 
     ``A = exp(j angle(H_bar^H Y)) / sqrt(M)`` with ``Y`` ``(K, N_RF)`` from the user features
-    (invariant under a relabelling of the users); ``W_dp = H_eff^H X`` on the effective channel
-    ``H_eff = H_bar A`` with ``X`` from a pairwise head; ``W_bar = A W_dp / ||A W_dp||_F``.
+    (invariant under a relabelling of the users); ``W_dp`` has the structure of
+    :class:`PaPPStudent` on the effective channel ``H_eff = H_bar A``, with the power of every
+    stream measured after ``A``, so ``||A W_dp||_F = 1``.
     ``forward(f, H_bar)`` returns ``(W_bar, A, W_dp)``.
     """
 
@@ -288,7 +318,7 @@ class PaPPHybridStudent(nn.Module):
         super().__init__()
         self.n_rf = check_positive_int(n_rf, "n_rf")
         self.analog = _mlp([embed, hidden, 2 * self.n_rf])
-        self.pairs = _PairCoefficients(embed, hidden)
+        self.digital = _mlp([embed, hidden, hidden, 2])
 
     def forward(self, f: torch.Tensor, H_bar: torch.Tensor):
         M = H_bar.shape[-1]
@@ -297,10 +327,11 @@ class PaPPHybridStudent(nn.Module):
         S = H_bar.mH @ Y  # (B, M, N_RF)
         A = torch.polar(torch.full_like(S.real, 1.0 / math.sqrt(M)), torch.angle(S))
         H_eff = H_bar @ A  # (B, K, N_RF)
-        X = self.pairs(f, H_eff)
-        W_dp = H_eff.mH @ X  # (B, N_RF, K)
-        n = torch.linalg.matrix_norm(A @ W_dp).clamp_min(torch.finfo(S.real.dtype).tiny)
-        W_dp = W_dp / n[:, None, None].to(W_dp.dtype)
+        out = self.digital(f)
+        rdt = H_bar.real.dtype
+        lam = torch.softmax(out[..., 0], -1).to(rdt)
+        p = torch.softmax(out[..., 1], -1).to(rdt)
+        W_dp = _structured(H_eff, lam, p, A)  # ||A w_dp,k||^2 = p_k
         return A @ W_dp, A, W_dp
 
 
@@ -317,14 +348,14 @@ class PaPPNet(nn.Module):
 
     def __init__(self, n_h: int = 8, n_v: int = 8, embed: int = 64, hidden: int = 64,
                  hybrid: bool = False, n_rf: int = 4, cnn: bool = True,
-                 normalise: bool = True):  # fmt: skip
+                 normalise: bool = True, structure: bool = True):  # fmt: skip
         super().__init__()
         self.normalise = bool(normalise)
         self.backbone = PaPPBackbone(n_h, n_v, embed, cnn=cnn, snr_input=not self.normalise)
         self.teacher = PaPPTeacher(embed, hidden)
         self.hybrid = bool(hybrid)
         self.student = PaPPHybridStudent(embed, n_rf, hidden) if hybrid else PaPPStudent(
-            embed, hidden)  # fmt: skip
+            embed, hidden, structure)  # fmt: skip
         self.max_users = None
 
     def forward(self, H_bar: torch.Tensor, snr_db=None, teacher: bool = False):
@@ -387,12 +418,14 @@ class ReliabilityGate(Callback):
 
     ``metric(state) -> float`` measures the imitation error (e.g. the validation MSE between
     student and teacher); the gate opens after ``patience`` validations whose metric is not
-    below ``(1 - rel_tol)`` times the best one. ``value`` is read by the step function.
+    below ``(1 - rel_tol)`` times the best one, counting only validations of the training
+    stage named ``stage`` (all stages if ``None``). ``value`` is read by the step function.
     """
 
     def __init__(self, metric: Callable, lambda_0: float = 0.1, lambda_1: float = 1.0,
-                 patience: int = 3, rel_tol: float = 0.01):  # fmt: skip
+                 patience: int = 3, rel_tol: float = 0.01, stage: str | None = None):  # fmt: skip
         self.metric = metric
+        self.stage = stage
         self.lambda_0 = check_number(lambda_0, "lambda_0", lo=0.0)
         self.lambda_1 = check_number(lambda_1, "lambda_1", lo=0.0)
         self.patience = check_positive_int(patience, "patience")
@@ -404,7 +437,8 @@ class ReliabilityGate(Callback):
         return self.lambda_1 if self.open else self.lambda_0
 
     def on_validation(self, state, metric) -> None:
-        if self.open:
+        st = getattr(state, "stage", None)
+        if self.open or (self.stage is not None and getattr(st, "name", None) != self.stage):
             return
         m = float(self.metric(state))
         if m < (1.0 - self.rel_tol) * self.best:
