@@ -81,3 +81,22 @@ def test_outputs_take_the_dtype_of_h(dtype):
         assert V.dtype == dtype
     assert dl.sum_rate(H, dl.zf(H, 1.0), 0.1).dtype == rdt
     assert dl.dpc_sum_capacity(H, 1.0, 0.1).dtype == rdt
+
+
+def test_rzf_equal_power_gives_every_user_p_over_k_in_the_rzf_directions():
+    from lib.phy import rayleigh
+    from lib.precoding import rzf
+
+    H = rayleigh(6, 3, 8, generator=torch.Generator().manual_seed(0), dtype=torch.complex128)
+    H[:, 0] *= 0.05  # a weak user
+    V = rzf(H, 12.0, 1.0)
+    Ve = rzf(H, 12.0, 1.0, equal_power=True)
+    torch.testing.assert_close(
+        Ve.abs().square().sum(-2), torch.full((6, 3), 4.0, dtype=torch.float64)
+    )
+    cos = (V.conj() * Ve).sum(-2).abs() / (
+        torch.linalg.vector_norm(V, dim=-2) * torch.linalg.vector_norm(Ve, dim=-2)
+    )
+    torch.testing.assert_close(cos, torch.ones_like(cos))
+    with pytest.raises(TypeError, match="equal_power"):
+        rzf(H, 1.0, 1.0, equal_power=1)

@@ -266,14 +266,18 @@ class PaPPTeacher(nn.Module):
 def _structured(H: torch.Tensor, lam: torch.Tensor, p: torch.Tensor, A=None) -> torch.Tensor:
     """Columns ``v_k ~ (I + H^H diag(lam) H)^{-1} h_k`` with ``||A v_k||^2 = p_k`` (``A = I`` if
     ``None``), computed as ``H^H (I + diag(lam) H H^H)^{-1}`` (push-through): a ``K x K`` solve."""
-    K = H.shape[-2]
-    G = H @ H.mH
-    eye = torch.eye(K, dtype=H.dtype, device=H.device)
-    T = torch.linalg.solve(eye + lam.to(H.dtype)[..., :, None] * G, eye)  # (B, K, K)
-    V = H.mH @ T
-    n = torch.linalg.vector_norm(V if A is None else A @ V, dim=-2)
-    n = n.clamp_min(torch.finfo(n.dtype).tiny)
-    return V * (p.sqrt() / n).to(H.dtype)[..., None, :]
+    K, dt = H.shape[-2], H.dtype
+    # in double precision: at high SNR, I + diag(lam) G has a condition number far beyond what
+    # single precision resolves (the solve is K x K, so this costs little)
+    Hd = H.to(torch.complex128)
+    G = Hd @ Hd.mH
+    eye = torch.eye(K, dtype=Hd.dtype, device=H.device)
+    T = torch.linalg.solve(eye + lam.to(Hd.dtype)[..., :, None] * G, eye)  # (B, K, K)
+    V = Hd.mH @ T
+    n = torch.linalg.vector_norm(V if A is None else A.to(Hd.dtype) @ V, dim=-2)
+    n = n.clamp_min(1e-300)
+    scale = p.to(torch.float64).clamp_min(1e-30).sqrt() / n
+    return (V * scale.to(Hd.dtype)[..., None, :]).to(dt)
 
 
 class PaPPStudent(nn.Module):

@@ -179,11 +179,18 @@ def zf(H: torch.Tensor, power, noise_var=None) -> torch.Tensor:
     return _scale_to_power(V, P)
 
 
-def rzf(H: torch.Tensor, power, noise_var, *, reg=None) -> torch.Tensor:
+def rzf(
+    H: torch.Tensor, power, noise_var, *, reg=None, equal_power: bool = False
+) -> torch.Tensor:
     """Regularised zero forcing (MMSE / Wiener-type) precoder, total power ``P``.
 
     ``V ∝ H^H (H H^H + beta I)^{-1}`` with ``beta = K sigma^2 / P`` by default (the
-    regularisation that maximises the large-system SINR).
+    regularisation that maximises the large-system SINR). By default the whole matrix is
+    scaled to the budget, so each user's power follows the length of its column (long for a
+    weak user or one correlated with others); with
+    ``equal_power=True`` every column is normalised to ``P / K`` instead (each user gets the
+    same transmit power: the optimal beamforming structure of the chapter *Generalizable
+    precoding* with equal weights).
 
     Parameters
     ----------
@@ -193,13 +200,17 @@ def rzf(H: torch.Tensor, power, noise_var, *, reg=None) -> torch.Tensor:
         P > 0 and sigma^2 > 0, scalars or ``(B,)``.
     reg : float or torch.Tensor, optional
         Overrides ``beta`` (scalar or ``(B,)``, ``>= 0``; ``reg = 0`` is ZF).
+    equal_power : bool
+        Normalise every column to ``P / K`` (a zero column stays zero).
 
     Returns
     -------
     torch.Tensor
-        Complex ``(B, M, K)`` with ``tr(V V^H) = P``.
+        Complex ``(B, M, K)`` with ``tr(V V^H) = P`` (``<= P`` with a zero channel).
     """
     _check_H(H)
+    if not isinstance(equal_power, bool):
+        raise TypeError(f"equal_power must be a bool, got {type(equal_power).__name__}")
     B, K, M = H.shape
     P = _scalar(power, "power", H)
     s2 = _scalar(noise_var, "noise_var", H)
@@ -207,4 +218,8 @@ def rzf(H: torch.Tensor, power, noise_var, *, reg=None) -> torch.Tensor:
     eye = torch.eye(K, dtype=H.dtype, device=H.device)
     gram = H @ H.mH + beta.to(H.dtype)[:, None, None] * eye
     V = torch.linalg.solve(gram, H).mH
+    if equal_power:
+        n = torch.linalg.vector_norm(V, dim=-2)
+        n = torch.where(n > 0, n, torch.ones_like(n))
+        return V * (torch.sqrt(P / K)[:, None] / n).to(H.dtype)[:, None, :]
     return _scale_to_power(V, P)
