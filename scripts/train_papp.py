@@ -8,7 +8,8 @@ users for training, 20 % for validation), training SNRs 10, 15, 20 and 25 dB (un
 (``H_hat = sqrt(1 - beta^2) H + beta E``). Every step draws ``--domains`` domains (a site, an
 SNR, a beta; distinct sites) with ``--batch / --domains`` samples each from a fixed pool of
 ``--pool`` samples per site (fresh CSI error every time); the rate is always scored on the true
-channel, normalised by ``R_WMMSE``, the sum rate of WMMSE run 300 iterations from RZF.
+channel, normalised by ``R_WMMSE``, the sum rate of WMMSE run ``--ref-iters`` (300) iterations
+from the equal-power RZF.
 
 Methods (``--method``) on the same data and the same number of steps:
 
@@ -24,11 +25,13 @@ update, student; ``--hybrid`` for the hybrid student with ``--n-rf`` RF chains;
 ``--no-normalise`` for the ablation fed ``H`` and the SNR instead of ``sqrt(P) / sigma H``) or
 ``cnn`` (``lib.learn.CNNPrecoderNet``, the seed's CNN baseline, trained on the rate alone).
 A PaPP model trains in two stages: ``teacher`` (``--teacher-steps``; the teacher's rate
-``-R(W_T) / R_WMMSE``) then ``student`` (``--steps``; the teacher's rate plus the student loss
-``MSE(W_T, W) - lambda R(W) / R_WMMSE`` with the reliability gate lambda_0 -> lambda_1 once the
-validation imitation error stops improving). Validation every ``--val-every`` steps on a fixed
-set of validation users (all source sites, every training SNR, beta = 0): the metric is minus
-the mean of ``R(W) / R_WMMSE`` of the deployed network (the student); the best weights are kept,
+``-R(W_T) / R_WMMSE``) then ``student`` (``--steps``; the student loss
+``MSE(W_T, W) - lambda R(W) / R_WMMSE`` against the targets of a frozen copy of the network
+validated best at the end of the teacher stage, with the reliability gate lambda_0 ->
+lambda_1 once the validation imitation error stops improving). Validation every
+``--val-every`` steps on a fixed set of validation users (all source sites, every training
+SNR, beta = 0): the metric is minus the mean of ``R / R_WMMSE`` of the teacher in the teacher
+stage and of the deployed network (the student) after it; the best weights are kept,
 the step size decays by 10 after ``--lr-patience`` steps without improvement and a stage stops
 after ``--patience``.
 
@@ -41,6 +44,7 @@ merges its training record into ``<out>/train.json``. Example::
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import time
@@ -52,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lib.chapters import DomainSampler, PaPPSetup, source_pool  # noqa: E402
 from lib.learn import (  # noqa: E402
+    Callback,
     CNNPrecoderNet,
     PaPPNet,
     ReliabilityGate,
@@ -82,6 +87,7 @@ def build_parser():
     ap.add_argument("--pool", type=int, default=768, help="training samples per source site")
     ap.add_argument("--val", type=int, default=64, help="validation samples per site and SNR")
     ap.add_argument("--cache", default="_build/papp_cache", help="where the pools are cached")
+    ap.add_argument("--ref-iters", type=int, default=300, help="WMMSE iterations of R_WMMSE")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--domains", type=int, default=4)
     ap.add_argument("--teacher-steps", type=int, default=1000)
@@ -94,8 +100,8 @@ def build_parser():
     ap.add_argument("--embed", type=int, default=64)
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--val-every", type=int, default=100)
-    ap.add_argument("--lr-patience", type=int, default=600)
-    ap.add_argument("--patience", type=int, default=1000)
+    ap.add_argument("--lr-patience", type=int, default=200)
+    ap.add_argument("--patience", type=int, default=500)
     return ap
 
 
@@ -118,7 +124,7 @@ def pools(setup: PaPPSetup, args):
     cache.mkdir(parents=True, exist_ok=True)
     out = {}
     for split, n, seed in (("train", args.pool, 0), ("val", args.val, VAL_SEED)):
-        f = cache / f"{split}_{n}_{setup.ref_iters}.pt"
+        f = cache / f"{split}_{n}_{setup.ref_iters}_eqrzf.pt"
         if f.exists():
             out[split] = torch.load(f, weights_only=True)
         else:
@@ -146,14 +152,42 @@ def _inputs(H_hat, snr, normalise: bool):
     return H_hat, snr
 
 
+class FrozenTeacher(Callback):
+    """At the start of the ``student`` stage, a frozen copy of the network (its teacher: the
+    backbone and teacher heads as validated best at the end of the ``teacher`` stage) that
+    supplies the distillation targets; checkpointed with the run."""
+
+    def __init__(self, model):
+        self.model, self.net = model, None
+
+    def _freeze(self, net):
+        for p in net.parameters():
+            p.requires_grad_(False)
+        self.net = net.eval()
+
+    def on_stage_start(self, state):
+        if state.stage.name == "student" and self.net is None:
+            self._freeze(copy.deepcopy(state.model))
+
+    def state_dict(self):
+        return {"weights": {} if self.net is None else self.net.state_dict()}
+
+    def load_state_dict(self, d):
+        if d["weights"]:
+            net = copy.deepcopy(self.model)
+            net.load_state_dict(d["weights"])
+            self._freeze(net)
+
+
 class Objective:
     """Losses of a block ``(H, H_hat, snr, rate)`` (flattened), by stage; a callable of the
-    meta-objectives ``loss_fn(forward, batch)``."""
+    meta-objectives ``loss_fn(forward, batch)``: the teacher's rate in the ``teacher`` stage,
+    the student loss against the frozen teacher's targets in the ``student`` stage."""
 
-    def __init__(self, args, gate):
+    def __init__(self, args, gate, frozen):
         self.teacher = args.backbone == "papp"
         self.normalise = not args.no_normalise
-        self.gate = gate
+        self.gate, self.frozen = gate, frozen
         self.stage = "teacher"
 
     def __call__(self, forward, block):
@@ -163,11 +197,12 @@ class Objective:
         if not self.teacher:
             W = forward(x, s)
             return -(papp_rate(Hb, W) / rate).mean()
-        W, W_T = forward(x, s, teacher=True)
-        l_t = -(papp_rate(Hb, W_T) / rate).mean()
         if self.stage == "teacher":
-            return l_t
-        return l_t + student_loss(W, W_T, Hb, rate, self.gate.value)
+            W_T = forward(x, s, teacher=True)[1]
+            return -(papp_rate(Hb, W_T) / rate).mean()
+        with torch.no_grad():
+            W_T = self.frozen.net(x, s, teacher=True)[1]
+        return student_loss(forward(x, s), W_T, Hb, rate, self.gate.value)
 
 
 def _flat(block, idx=None):
@@ -234,6 +269,9 @@ def make_val_fn(args, record):
             ratio = float((papp_rate(Hb, W) / rate).mean())
         record.setdefault("curve", []).append(
             [state.step, ratio, record.get("teacher"), record.get("mse")])
+        # the metric of the stage: the teacher's rate while the teacher trains
+        if teacher and state.stage is not None and state.stage.name == "teacher":
+            return -record["teacher"]
         return -ratio
 
     return val_fn
@@ -244,7 +282,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     out = _cli.setup(args)
     command = _cli.command_line("train_papp.py", argv)
-    setup = PaPPSetup()
+    setup = PaPPSetup(ref_iters=args.ref_iters)
     name = method_name(args)
     train_pool, val_pool = pools(setup, args)
     torch.manual_seed(args.seed)
@@ -252,7 +290,8 @@ def main(argv=None):
     rec: dict = {}
     gate = ReliabilityGate(lambda state: rec.get("mse", 0.0), args.lambda0, args.lambda1,
                            stage="student")  # fmt: skip
-    objective = Objective(args, gate)
+    frozen = FrozenTeacher(model)
+    objective = Objective(args, gate, frozen)
     sampler = DomainSampler(train_pool, setup, args.domains)
     if args.backbone == "papp":
         plan = [Stage("teacher", args.teacher_steps), Stage("student", args.steps)]
@@ -266,7 +305,7 @@ def main(argv=None):
         val_every=args.val_every, patience=args.patience, lr_decay=0.1,
         lr_patience=args.lr_patience, seed=args.seed, device=args.device,
         checkpoint=ckpt, checkpoint_every=args.checkpoint_every, resume=args.resume,
-        progress=args.progress, callbacks=[gate], desc=name,
+        progress=args.progress, callbacks=[gate, frozen], desc=name,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
     model = model.cpu()
