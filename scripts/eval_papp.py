@@ -3,11 +3,12 @@
 
 Test sites: the held-out sites and the unseen city (``lib.chapters.PaPPSetup.test_sites``),
 ``--samples`` channels each (users of the whole site, ``site_test_channels`` seed 2026 + site
-index), at every SNR of ``--snr`` (unit noise). Methods: every model in ``<models>/train.json``
-(student; ``<name>-teacher`` for the teacher of a PaPP model), ZF, RZF, RZF with equal power
-per user, MRT, WMMSE converged (``converged_wmmse``: from the equal-power RZF until an
-iteration gains less than ``--tol`` b/s/Hz) and truncated (``--truncated`` iterations from
-RZF), and the DPC sum capacity. CSI error: at ``--csi-snr`` dB the precoders get
+index), at every SNR of ``--snr`` (unit noise). Methods: every model in
+``<models>/train.json`` (student; ``<name>-teacher`` for the teacher of a PaPP model), ZF, RZF,
+RZF with equal power per user, MRT, the phase-extraction hybrid with N_RF = K (``HBF-PE``),
+WMMSE converged (``converged_wmmse``: from the equal-power RZF until an iteration gains less
+than ``--tol`` b/s/Hz) and truncated (``--truncated`` iterations from RZF), and the DPC sum
+capacity. CSI error: at ``--csi-snr`` dB the precoders get
 ``H_hat = sqrt(1 - beta^2) H + beta E`` and are scored on ``H``. FLOPs per precoder
 (``lib.learn.count_flops``) and CPU seconds per 1,000 channels (batched, one thread).
 
@@ -33,6 +34,7 @@ from lib.chapters import (  # noqa: E402
     build_papp_model,
     converged_wmmse,
     csi_error,
+    phase_extraction_hybrid,
     site_test_channels,
 )
 from lib.core import set_threads  # noqa: E402
@@ -44,7 +46,7 @@ def classical(args) -> dict:
     rzf_eq = lambda H, P, s2: rzf(H, P, s2, equal_power=True)  # noqa: E731
     trunc = lambda H, P, s2: wmmse(H, P, s2, iters=args.truncated, V0=rzf(H, P, s2))  # noqa: E731
     conv = lambda H, P, s2: converged_wmmse(H, P, s2, tol=args.tol)  # noqa: E731
-    return {"ZF": zf, "RZF": rzf, "RZF-eq": rzf_eq, "MRT": mrt,
+    return {"ZF": zf, "RZF": rzf, "RZF-eq": rzf_eq, "MRT": mrt, "HBF-PE": phase_extraction_hybrid,
             f"WMMSE-{args.truncated}": trunc, "WMMSE": conv}  # fmt: skip
 
 

@@ -334,3 +334,16 @@ def test_structured_student_matches_the_optimal_beamforming_structure():
             v = v / torch.linalg.vector_norm(v) * p[b, k].sqrt()
             torch.testing.assert_close(W[b, :, k], v)
     torch.testing.assert_close(torch.linalg.matrix_norm(W), torch.ones(4, dtype=torch.float64))
+
+
+def test_phase_extraction_hybrid_is_phase_only_analog_with_equal_stream_powers():
+    from lib.chapters import phase_extraction_hybrid
+
+    H = _H(B=5, K=4, M=16)
+    V = phase_extraction_hybrid(H, 8.0, 1.0)
+    torch.testing.assert_close(V.abs().square().sum(-2), torch.full((5, 4), 2.0,
+                                                                     dtype=torch.float64))
+    A = torch.polar(torch.full((5, 16, 4), 0.25, dtype=torch.float64), torch.angle(H.mH))
+    W_dp = torch.linalg.lstsq(A, V).solution  # V lies in the range of A
+    torch.testing.assert_close(A @ W_dp, V)
+    assert float(sum_rate(H, V, 1.0).mean()) > 0

@@ -37,6 +37,7 @@ __all__ = [
     "converged_wmmse",
     "site_test_channels",
     "build_papp_model",
+    "phase_extraction_hybrid",
     "evaluate_precoders",
 ]
 
@@ -139,6 +140,23 @@ def build_papp_model(record: dict, setup: PaPPSetup | None = None):
     return PaPPNet(setup.n_h, setup.n_v, pr["embed"], pr["hidden"], hybrid=pr["hybrid"],
                    n_rf=pr["n_rf"], normalise=not pr["no_normalise"],
                    structure=pr.get("student", "structure") == "structure")  # fmt: skip
+
+
+def phase_extraction_hybrid(H: torch.Tensor, power, noise_var) -> torch.Tensor:
+    """The classical hybrid baseline with ``N_RF = K`` RF chains (Liang, Xu & Dong 2014):
+    analog columns with the phases of the users' channels, ``A = exp(j angle(H^H)) / sqrt(M)``,
+    and equal-power RZF on the effective channel ``H A``, every stream scaled so that
+    ``||A w_k||^2 = P / K``. Returns the overall precoder ``A W_dp`` ``(B, M, K)``."""
+    check_tensor(H, "H", complex_=True, ndim=3)
+    M = H.shape[-1]
+    A = torch.polar(torch.full(H.mH.shape, 1.0 / M**0.5, dtype=H.real.dtype, device=H.device),
+                    torch.angle(H.mH))  # fmt: skip
+    W = rzf(H @ A, power, noise_var)
+    V = A @ W
+    K = H.shape[-2]
+    P = torch.as_tensor(power, dtype=H.real.dtype, device=H.device).expand(H.shape[0])
+    n = torch.linalg.vector_norm(V, dim=-2).clamp_min(torch.finfo(H.real.dtype).tiny)
+    return V * (torch.sqrt(P / K)[:, None] / n).to(H.dtype)[:, None, :]
 
 
 def source_pool(setup: PaPPSetup, samples: int, split: str = "train", seed: int = 0,

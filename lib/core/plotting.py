@@ -115,6 +115,18 @@ METHODS: dict[str, tuple[str, str, str, str | None]] = {
     "site_meta": ("ray-traced site, meta", "#5c940d", "none", "s"),
     "site_heldout": ("ray-traced site, held out", "#e67700", "none", "D"),
     "site_unseen_city": ("ray-traced site, unseen city", "#d6336c", "none", "*"),
+    # generalizable precoding (PaPP)
+    "papp": ("PaPP student (MLDG)", "#d9480f", "-", "o"),
+    "papp_teacher": ("PaPP teacher (one WMMSE update)", "#f08c00", "--", "s"),
+    "papp_hbf": ("PaPP-HBF student (N_RF = 4)", "#c2255c", "-", "D"),
+    "deepall_papp": ("DeepAll, PaPP network", "#e8590c", ":", "v"),
+    "maml_papp": ("MAML, PaPP network", "#a61e4d", ":", "^"),
+    "deepall_cnn": ("DeepAll-CNN", "#862e9c", "-.", "v"),
+    "maml_cnn": ("MAML-CNN", "#9c36b5", "-.", "^"),
+    "papp_nonorm": ("PaPP, SNR as input (no normalisation)", "#f76707", "--", "x"),
+    "papp_span": ("PaPP, free channel-span student", "#e64980", "--", "P"),
+    "rzf_eq": ("RZF, equal power per user", "#15aabf", "-", "<"),
+    "hbf_classical": ("phase-extraction analog + RZF", "#3f7fd1", "--", "h"),
 }
 
 _LINESTYLE = {"classical": "-", "learned": "-", "bound": "--", "data": "-.", "other": ":"}
