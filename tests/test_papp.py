@@ -347,3 +347,28 @@ def test_phase_extraction_hybrid_is_phase_only_analog_with_equal_stream_powers()
     W_dp = torch.linalg.lstsq(A, V).solution  # V lies in the range of A
     torch.testing.assert_close(A @ W_dp, V)
     assert float(sum_rate(H, V, 1.0).mean()) > 0
+
+
+def test_finetune_rate_improves_the_local_rate_and_leaves_the_original():
+    from lib.learn import finetune_rate
+
+    torch.manual_seed(0)
+    model = PaPPNet(2, 2, embed=8, hidden=8).double()
+    H = _H(B=16, K=2, M=4)
+    H[:, 0] *= 0.3  # unequal users at 0 dB: equal power (the untrained head) is far off
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    Hb = power_aware_input(H, 1.0, 1.0)
+    with torch.no_grad():
+        r0 = float(papp_rate(Hb, model(Hb)).mean())
+    net = finetune_rate(model, H, [0.0], steps=60, lr=1e-2, batch=16)
+    with torch.no_grad():
+        r1 = float(papp_rate(Hb, net(Hb)).mean())
+    r_wmmse = float(papp_rate(Hb, unit_power(wmmse(Hb, 1.0, 1.0, iters=500))).mean())
+    assert r1 - r0 > 0.5 * (r_wmmse - r0) > 0
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+    torch.testing.assert_close(net.teacher.state_dict(), model.teacher.state_dict())
+    with pytest.raises(ValueError, match="snr_db"):
+        finetune_rate(model, H, [])
+    with pytest.raises(ValueError, match="beta"):
+        finetune_rate(model, H, [20.0], beta=2.0)

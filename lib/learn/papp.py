@@ -84,6 +84,7 @@ __all__ = [
     "mldg_objective",
     "maml_objective",
     "LearnedPrecoder",
+    "finetune_rate",
 ]
 
 _QUANTILES = (0.25, 0.5, 0.75)
@@ -559,3 +560,50 @@ class LearnedPrecoder:
             W = self.model(Hb, snr_db)
         W = W.to(device=H.device, dtype=H.dtype)
         return W * torch.sqrt(P).to(H.dtype)[:, None, None]
+
+
+def finetune_rate(model: nn.Module, H: torch.Tensor, snr_db: Sequence[float], *, steps: int = 200,
+                  lr: float = 1e-4, batch: int = 32, beta: float = 0.0,
+                  generator: torch.Generator | None = None) -> nn.Module:  # fmt: skip
+    """Few-shot adaptation: a copy of ``model`` fine-tuned on the unlabeled local channels ``H``
+    ``(N, K, M)`` by the self-supervised rate loss ``-mean R(H_obs, W)``, where ``H_obs`` is the
+    CSI the base station observes, ``sqrt(1 - beta^2) H + beta E`` (fixed once: a few stored
+    estimates, not fresh noise each step), so with ``beta > 0`` the loss itself is measured on
+    erroneous CSI. Each step draws ``min(batch, N)`` samples and an SNR from ``snr_db``; Adam at
+    ``lr``, ``steps`` steps, in ``train()`` mode. Only the deployed parts (backbone and student)
+    change. Returns the fine-tuned copy (``eval()`` mode).
+    """
+    import copy
+
+    check_tensor(H, "H", complex_=True, ndim=3)
+    if H.shape[0] < 1:
+        raise ValueError("finetune_rate needs at least one local sample")
+    steps = check_positive_int(steps, "steps", minimum=0)
+    check_number(lr, "lr", lo=0.0, lo_open=True)
+    check_number(beta, "beta", lo=0.0, hi=1.0)
+    batch = check_positive_int(batch, "batch")
+    if not snr_db:
+        raise ValueError("snr_db must list at least one SNR")
+    g = torch.Generator().manual_seed(0) if generator is None else generator
+    net = copy.deepcopy(model).train()
+    p0 = next(net.parameters())
+    cdt = torch.complex128 if p0.dtype == torch.float64 else torch.complex64
+    Hn = H.to(cdt)
+    if beta > 0:
+        E = torch.randn(Hn.shape, generator=g, dtype=cdt)
+        Hn = math.sqrt(1.0 - beta * beta) * Hn + beta * E
+    params = [q for n, q in net.named_parameters() if not n.startswith("teacher.")]
+    opt = torch.optim.Adam(params, lr=lr)
+    snr = torch.tensor(list(snr_db), dtype=p0.dtype)
+    norm = getattr(net, "normalise", True)
+    b = min(batch, Hn.shape[0])
+    for _ in range(steps):
+        idx = torch.randperm(Hn.shape[0], generator=g)[:b]
+        s = snr[torch.randint(len(snr), (b,), generator=g)]
+        Hb = Hn[idx] * (10.0 ** (s / 20.0)).to(cdt)[:, None, None]
+        W = net(Hb) if norm else net(Hn[idx], s)
+        loss = -papp_rate(Hb, W).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return net.eval()
