@@ -145,6 +145,9 @@ def main(argv=None):
                                                               else argv),  # fmt: skip
         "seconds": round(time.perf_counter() - t0, 1),
     }
+    if out.exists():  # keep what other scripts merged in (few_shot)
+        old = json.loads(out.read_text())
+        summary = {**{k: v for k, v in old.items() if k == "few_shot"}, **summary}
     out.write_text(json.dumps(summary, indent=1))
     print(f"wrote {out} in {summary['seconds']} s")
     return summary

@@ -317,6 +317,8 @@ def main(argv=None):
         "steps": len(hist.loss), "best": hist.best(), "val_curve": rec.get("curve", []),
         "train_loss": [float(sum(hist.loss[i:i + 50]) / len(hist.loss[i:i + 50]))
                        for i in range(0, len(hist.loss), 50)],
+        "stage_steps": {st.name: sum(1 for x in hist.stage if x == st.name) for st in plan},
+        "stage_max": {st.name: st.steps for st in plan},
         "gate_opened_at": gate.opened_at, "seconds": round(seconds, 1),
         "seconds_per_step": round(seconds / max(1, len(hist.loss)), 4),
         "protocol": {k: v for k, v in vars(args).items() if k not in (

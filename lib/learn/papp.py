@@ -564,14 +564,16 @@ class LearnedPrecoder:
 
 def finetune_rate(model: nn.Module, H: torch.Tensor, snr_db: Sequence[float], *, steps: int = 200,
                   lr: float = 1e-4, batch: int = 32, beta: float = 0.0,
-                  generator: torch.Generator | None = None) -> nn.Module:  # fmt: skip
+                  generator: torch.Generator | None = None,
+                  history: list | None = None) -> nn.Module:  # fmt: skip
     """Few-shot adaptation: a copy of ``model`` fine-tuned on the unlabeled local channels ``H``
     ``(N, K, M)`` by the self-supervised rate loss ``-mean R(H_obs, W)``, where ``H_obs`` is the
     CSI the base station observes, ``sqrt(1 - beta^2) H + beta E`` (fixed once: a few stored
     estimates, not fresh noise each step), so with ``beta > 0`` the loss itself is measured on
     erroneous CSI. Each step draws ``min(batch, N)`` samples and an SNR from ``snr_db``; Adam at
     ``lr``, ``steps`` steps, in ``train()`` mode. Only the deployed parts (backbone and student)
-    change. Returns the fine-tuned copy (``eval()`` mode).
+    change. Returns the fine-tuned copy (``eval()`` mode); the training rate of every step is
+    appended to ``history`` when given.
     """
     import copy
 
@@ -606,4 +608,6 @@ def finetune_rate(model: nn.Module, H: torch.Tensor, snr_db: Sequence[float], *,
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if history is not None:
+            history.append(-float(loss.detach()))
     return net.eval()
