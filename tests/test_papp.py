@@ -319,13 +319,13 @@ def test_reliability_gate_counts_only_its_stage():
 
 
 def test_structured_student_matches_the_optimal_beamforming_structure():
-    from lib.learn.papp import _structured
+    from lib.learn import beamforming_structure
 
     H = _H(B=4, K=3, M=8)
     g = torch.Generator().manual_seed(5)
     lam = torch.softmax(torch.randn(4, 3, generator=g, dtype=torch.float64), -1)
     p = torch.softmax(torch.randn(4, 3, generator=g, dtype=torch.float64), -1)
-    W = _structured(H, lam, p)
+    W = beamforming_structure(H, lam, p)
     Hh = H.mH  # columns h_k
     for b in range(4):
         S = torch.eye(8, dtype=H.dtype) + (Hh[b] * lam[b].to(H.dtype)) @ H[b]
