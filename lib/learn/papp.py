@@ -290,15 +290,18 @@ class PaPPStudent(nn.Module):
 
     ``structure=True`` (default): the optimal beamforming structure (Bjornson, Bengtsson &
     Ottersten 2014), ``w_k = sqrt(p_k) (I + sum_j lam_j h_j h_j^H)^{-1} h_k / ||.||`` with
-    ``lam`` and ``p`` (each summing to 1, softmax over the users) from a per-user head: every
+    ``lam`` and ``p`` (each summing to 1, softmax over the users; with ``free_scale`` ``lam``
+    is ``exp`` of the head, for an input not normalised by the power) from a per-user head: every
     sum-rate-optimal precoder has this form for some ``lam, p`` (the uplink and downlink powers
     of the dual problem); one ``K x K`` solve, no iteration. ``structure=False``: the channel
     span ``W_bar = H_bar^H X`` with ``X`` from a pairwise head (:class:`_PairCoefficients`).
     """
 
-    def __init__(self, embed: int, hidden: int = 64, structure: bool = True):
+    def __init__(self, embed: int, hidden: int = 64, structure: bool = True,
+                 free_scale: bool = False):  # fmt: skip
         super().__init__()
         self.structure = bool(structure)
+        self.free_scale = bool(free_scale)
         if self.structure:
             self.head = _mlp([embed, hidden, hidden, 2])
         else:
@@ -308,7 +311,10 @@ class PaPPStudent(nn.Module):
         if not self.structure:
             return unit_power(H_bar.mH @ self.pairs(f, H_bar))
         out = self.head(f)
-        lam = torch.softmax(out[..., 0], -1).to(H_bar.real.dtype)
+        if self.free_scale:  # lam in units where sum lam = P / sigma^2 must be learned
+            lam = torch.exp(out[..., 0].clamp(-30.0, 30.0)).to(H_bar.real.dtype)
+        else:
+            lam = torch.softmax(out[..., 0], -1).to(H_bar.real.dtype)
         p = torch.softmax(out[..., 1], -1).to(H_bar.real.dtype)
         return beamforming_structure(H_bar, lam, p)
 
@@ -364,7 +370,7 @@ class PaPPNet(nn.Module):
         self.teacher = PaPPTeacher(embed, hidden)
         self.hybrid = bool(hybrid)
         self.student = PaPPHybridStudent(embed, n_rf, hidden) if hybrid else PaPPStudent(
-            embed, hidden, structure)  # fmt: skip
+            embed, hidden, structure, free_scale=not self.normalise)  # fmt: skip
         self.max_users = None
 
     def forward(self, H_bar: torch.Tensor, snr_db=None, teacher: bool = False):
