@@ -334,6 +334,9 @@ def test_structured_student_matches_the_optimal_beamforming_structure():
             v = v / torch.linalg.vector_norm(v) * p[b, k].sqrt()
             torch.testing.assert_close(W[b, :, k], v)
     torch.testing.assert_close(torch.linalg.matrix_norm(W), torch.ones(4, dtype=torch.float64))
+    # as many samples as users (a (K, K) right-hand side must not become a batch of vectors)
+    H4, lam4, p4 = H[:3], lam[:3], p[:3]
+    torch.testing.assert_close(beamforming_structure(H4, lam4, p4)[1], W[1])
 
 
 def test_phase_extraction_hybrid_is_phase_only_analog_with_equal_stream_powers():

@@ -277,7 +277,10 @@ def beamforming_structure(H: torch.Tensor, lam: torch.Tensor, p: torch.Tensor,
     Hd = H.to(torch.complex128)
     G = Hd @ Hd.mH
     eye = torch.eye(K, dtype=Hd.dtype, device=H.device)
-    T = torch.linalg.solve(eye + lam.to(Hd.dtype)[..., :, None] * G, eye)  # (B, K, K)
+    S = eye + lam.to(Hd.dtype)[..., :, None] * G
+    # the right-hand side expanded to (B, K, K): a plain (K, K) identity would be read as a
+    # batch of vectors when B == K
+    T = torch.linalg.solve(S, eye.expand_as(S))  # (B, K, K)
     V = Hd.mH @ T
     n = torch.linalg.vector_norm(V if A is None else A.to(Hd.dtype) @ V, dim=-2)
     n = n.clamp_min(1e-300)
