@@ -59,7 +59,15 @@ def learned(models: Path) -> dict:
         net = net.double().eval()
         out[name] = LearnedPrecoder(net)
         if r["backbone"] == "papp":
-            out[f"{name}-teacher"] = _teacher(net)
+            # the teacher that gave the distillation targets (frozen at the end of its stage),
+            # when stored; else the teacher head on the final backbone
+            frozen = models / f"{name}-frozen-teacher.pt"
+            tnet = net
+            if frozen.exists():
+                tnet = build_papp_model(r)
+                tnet.load_state_dict(torch.load(frozen, weights_only=True))
+                tnet = tnet.double().eval()
+            out[f"{name}-teacher"] = _teacher(tnet)
     return out
 
 
@@ -74,6 +82,47 @@ def _teacher(net):
         return W_T * torch.sqrt(P).to(H.dtype)[:, None, None]
 
     return f
+
+
+#: the results table's names (issue / chapter) -> the stored model whose seeds are averaged
+TABLE_NAMES = {
+    "PaPP-student": "PaPP", "PaPP-teacher": "PaPP-teacher", "PaPP-HBF": "PaPP-HBF",
+    "DeepAll": "DeepAll-CNN", "MAML": "MAML-CNN", "DeepAll-PaPP": "DeepAll-PaPP",
+    "MAML-PaPP": "MAML-PaPP", "PaPP-nonorm": "PaPP-nonorm", "PaPP-span": "PaPP-span",
+}  # fmt: skip
+
+
+def seed_names(base: str, names) -> list:
+    """``base`` and its ``-seedN`` runs among ``names`` (a teacher: ``X-seedN-teacher``)."""
+    if base.endswith("-teacher"):
+        stem = base[: -len("-teacher")]
+        return [n for n in names if n == base or (n.startswith(stem + "-seed")
+                                                  and n.endswith("-teacher"))]  # fmt: skip
+    return [n for n in names if n == base or (n.startswith(base + "-seed")
+                                              and not n.endswith("-teacher"))]  # fmt: skip
+
+
+def aggregate(row: dict) -> dict:
+    """Seed-averaged entries of one (site, SNR) row: mean over seeds of the sample means,
+    ``se`` the mean over seeds of the sample standard errors, ``se_seeds`` the standard error
+    over seeds; classical methods are copied."""
+    out = {}
+    for name, base in TABLE_NAMES.items():
+        runs = seed_names(base, row)
+        if not runs:
+            continue
+        m = torch.tensor([row[n]["mean"] for n in runs], dtype=torch.float64)
+        out[name] = {"mean": float(m.mean()),
+                     "se": float(sum(row[n]["se"] for n in runs) / len(runs)),
+                     "se_seeds": float(m.std() / len(runs) ** 0.5) if len(runs) > 1 else None,
+                     "seeds": len(runs)}  # fmt: skip
+    for name in ("WMMSE", "ZF", "RZF", "RZF-eq", "MRT", "HBF-PE", "DPC"):
+        if name in row:
+            out[name] = row[name]
+    for name in row:
+        if name.startswith("WMMSE-"):
+            out[name] = row[name]
+    return out
 
 
 def stats(r: torch.Tensor) -> dict:
@@ -132,7 +181,14 @@ def main(argv=None):
         t = time.perf_counter()
         f(Ht, P, 1.0)
         cpu[m] = (time.perf_counter() - t) * 1000.0 / Ht.shape[0]
+    table = {site: {snr: aggregate(row) for snr, row in by_snr.items()}
+             for site, by_snr in rates.items()}  # fmt: skip
     summary = {
+        "table": table,
+        "csi_error_table": {b: aggregate(row) for b, row in csi.items()},
+        "flops_table": aggregate({m: {"mean": v, "se": 0.0} for m, v in flops.items()}),
+        "seeds": sorted({int(n.split("-seed")[1].split("-")[0]) if "-seed" in n else 0
+                         for n in methods if n.startswith("PaPP")}),  # fmt: skip
         "setup": {"users": setup.users, "n_h": setup.n_h, "n_v": setup.n_v,
                   "test_sites": list(setup.test_sites), "samples": args.samples,
                   "snr_db": snrs, "csi_snr_db": args.csi_snr, "wmmse_tol": args.tol,

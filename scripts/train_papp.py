@@ -1,5 +1,5 @@
 """Train a PaPP precoder or one of its baselines on the source sites (chapter *Generalizable
-precoding*, seed 003).
+precoding*, arXiv:2601.21897).
 
 Set-up (``lib.chapters.PaPPSetup``): K = 4 users, an 8x8 UPA at 3.5 GHz, site-normalised
 ray-traced channels of the ten source sites (splits ``train`` and ``meta``; 80 % of each site's
@@ -23,7 +23,7 @@ Methods (``--method``) on the same data and the same number of steps:
 Models (``--backbone``): ``papp`` (``lib.learn.PaPPNet``: backbone, teacher with one WMMSE
 update, student; ``--hybrid`` for the hybrid student with ``--n-rf`` RF chains;
 ``--no-normalise`` for the ablation fed ``H`` and the SNR instead of ``sqrt(P) / sigma H``) or
-``cnn`` (``lib.learn.CNNPrecoderNet``, the seed's CNN baseline, trained on the rate alone).
+``cnn`` (``lib.learn.CNNPrecoderNet``, the paper's CNN baseline, trained on the rate alone).
 A PaPP model trains in two stages: ``teacher`` (``--teacher-steps``; the teacher's rate
 ``-R(W_T) / R_WMMSE``) then ``student`` (``--steps``; the student loss
 ``MSE(W_T, W) - lambda R(W) / R_WMMSE`` against the targets of a frozen copy of the network
@@ -35,8 +35,9 @@ stage and of the deployed network (the student) after it; the best weights are k
 the step size decays by 10 after ``--lr-patience`` steps without improvement and a stage stops
 after ``--patience``.
 
-Writes ``<out>/<name>.pt`` (the state dict; load with ``torch.load(..., weights_only=True)``) and
-merges its training record into ``<out>/train.json``. Example::
+Writes ``<out>/<name>.pt`` (the state dict; load with ``torch.load(..., weights_only=True)``),
+for a PaPP model also ``<out>/<name>-frozen-teacher.pt`` (the network whose teacher gave the
+targets), and merges its training record into ``<out>/train.json``. Example::
 
     python scripts/train_papp.py --method mldg --seed 0
     python scripts/train_papp.py --method deepall --backbone cnn --seed 0 --device cuda
@@ -310,6 +311,8 @@ def main(argv=None):
     seconds = time.perf_counter() - t0
     model = model.cpu()
     torch.save(model.state_dict(), out / f"{name}.pt")
+    if frozen.net is not None:  # the teacher of the distillation targets
+        torch.save(frozen.net.state_dict(), out / f"{name}-frozen-teacher.pt")
     record = {
         "method": args.method, "backbone": args.backbone, "hybrid": args.hybrid,
         "normalise": not args.no_normalise, "seed": args.seed,

@@ -46,6 +46,7 @@ def test_outputs_record_and_stored_weights(runs):
         assert r["command"].startswith("python scripts/train_papp.py --pool 4")
         net = build_papp_model(r)
         net.load_state_dict(torch.load(out / f"{name}.pt", weights_only=True))
+        assert (out / f"{name}-frozen-teacher.pt").exists()
         if name == "PaPP":
             model, _ = res["mldg"][0]
             for k, v in model.state_dict().items():

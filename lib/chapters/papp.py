@@ -1,6 +1,6 @@
-"""Pipeline of the chapter *Generalizable precoding* (PaPP, seed 003) on the stored ray-traced
-sites: the set-up, the source domains, the samplers of DeepAll / MLDG / MAML, the CSI-error
-model and the evaluation of every precoder on the test sites.
+"""Pipeline of the chapter *Generalizable precoding* (PaPP, arXiv:2601.21897) on the stored
+ray-traced sites: the set-up, the source domains, the samplers of DeepAll / MLDG / MAML, the
+CSI-error model and the evaluation of every precoder on the test sites.
 
 * :class:`~lib.chapters.PaPPSetup` -- K = 4 users, an 8x8 UPA, site normalisation, the training
   SNRs and CSI-error levels, the source sites (splits ``train`` and ``meta``) and the test sites

@@ -1,5 +1,5 @@
-"""PaPP: a power-aware, plug-and-play learned precoder that generalises across sites (seed 003;
-Part IV, chapter *Generalizable precoding*).
+"""PaPP: a power-aware, plug-and-play learned precoder that generalises across sites
+(arXiv:2601.21897; Part IV, chapter *Generalizable precoding*).
 
 **Power-aware normalisation.** The network sees :math:`\\bar{\\mathbf H} = \\sqrt{P}/\\sigma\\,
 \\mathbf H` (:func:`~lib.learn.power_aware_input`) and returns a unit-power precoder
@@ -167,7 +167,7 @@ class PaPPBackbone(nn.Module):
     embed : int
         Feature width ``E`` per user.
     encoder_layers : int
-        Linear layers of the per-user encoder (5 in the seed).
+        Linear layers of the per-user encoder (5 in the paper).
     cnn : bool
         Use the CNN branch.
     snr_input : bool
@@ -389,13 +389,13 @@ class PaPPNet(nn.Module):
 
 
 class CNNPrecoderNet(nn.Module):
-    """The CNN baseline of the seed's DeepAll-CNN and MAML-CNN: the ``K x M`` normalised channel
-    as an image (real and imaginary parts of every user's direction ``h_k / ||h_k||`` and the
-    plane ``log(1 + ||h_k||^2) / 10``: three input channels), three convolutions and two linear
-    layers that output a correction ``D`` (``M x K`` complex) to the matched filter,
-    ``W_bar = unit_power(H_dir^H + D)``; not equivariant, a fixed ``K``. (Fed the raw image and
-    asked for ``W_bar`` from scratch, the same network reached a fifth of the reference rate
-    under the chapter's protocol.)"""
+    """The CNN baseline of the PaPP paper's DeepAll-CNN and MAML-CNN: the ``K x M``
+    normalised channel as an image (real and imaginary parts of every user's direction
+    ``h_k / ||h_k||`` and the plane ``log(1 + ||h_k||^2) / 10``: three input channels), three
+    convolutions and two linear layers that output a correction ``D`` (``M x K`` complex) to
+    the matched filter, ``W_bar = unit_power(H_dir^H + D)``; not equivariant, a fixed ``K``.
+    (Fed the raw image and asked for ``W_bar`` from scratch, the same network reached a fifth
+    of the reference rate under the chapter's protocol.)"""
 
     def __init__(self, users: int = 4, antennas: int = 64, channels: int = 16, hidden: int = 256):
         super().__init__()
