@@ -44,7 +44,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class PaPPSetup:
-    """The chapter's set-up (fields are the defaults of :mod:`scripts.train_papp`)."""
+    """The chapter's set-up (fields are the defaults of ``scripts/train_papp.py``)."""
 
     users: int = 4
     n_h: int = 8

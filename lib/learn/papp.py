@@ -297,7 +297,7 @@ class PaPPStudent(nn.Module):
     is ``exp`` of the head, for an input not normalised by the power) from a per-user head: every
     sum-rate-optimal precoder has this form for some ``lam, p`` (the uplink and downlink powers
     of the dual problem); one ``K x K`` solve, no iteration. ``structure=False``: the channel
-    span ``W_bar = H_bar^H X`` with ``X`` from a pairwise head (:class:`_PairCoefficients`).
+    span ``W_bar = H_bar^H X`` with ``X`` from a pairwise head (``_PairCoefficients``).
     """
 
     def __init__(self, embed: int, hidden: int = 64, structure: bool = True,
