@@ -375,3 +375,23 @@ def test_finetune_rate_improves_the_local_rate_and_leaves_the_original():
         finetune_rate(model, H, [])
     with pytest.raises(ValueError, match="beta"):
         finetune_rate(model, H, [20.0], beta=2.0)
+
+
+def test_public_pieces_reject_wrong_input():
+    from lib.chapters import phase_extraction_hybrid
+    from lib.learn import beamforming_structure
+
+    H = _H(B=4, K=3, M=8)
+    ok = torch.full((4, 3), 1 / 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="lam"):
+        beamforming_structure(H, torch.ones(4, 2, dtype=torch.float64), ok)
+    with pytest.raises(ValueError, match="non-negative"):
+        beamforming_structure(H, -ok, ok)
+    with pytest.raises(ValueError, match="A must have shape"):
+        beamforming_structure(H, ok, ok, A=torch.ones(4, 8, 5, dtype=torch.complex128))
+    with pytest.raises((TypeError, ValueError), match="W_bar"):
+        power_aware_output(torch.ones(2, 8, 3), 1.0)
+    with pytest.raises(ValueError, match="inner_lr"):
+        mldg_objective(nn.Linear(3, 1), _quad_loss, _batches(0, 1), _batches(1, 1), -1.0)
+    with pytest.raises(ValueError, match="power"):
+        phase_extraction_hybrid(H, -1.0, 1.0)

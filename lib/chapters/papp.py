@@ -26,6 +26,7 @@ import torch
 from lib.core.checks import check_number, check_positive_int, check_tensor
 from lib.phy import load_site, site_names
 from lib.precoding import rzf, sum_rate, wmmse
+from lib.precoding.common import _scalar
 
 __all__ = [
     "PaPPSetup",
@@ -149,12 +150,13 @@ def phase_extraction_hybrid(H: torch.Tensor, power, noise_var) -> torch.Tensor:
     ``||A w_k||^2 = P / K``. Returns the overall precoder ``A W_dp`` ``(B, M, K)``."""
     check_tensor(H, "H", complex_=True, ndim=3)
     M = H.shape[-1]
+    P = _scalar(power, "power", H)
+    _scalar(noise_var, "noise_var", H)
     A = torch.polar(torch.full(H.mH.shape, 1.0 / M**0.5, dtype=H.real.dtype, device=H.device),
                     torch.angle(H.mH))  # fmt: skip
     W = rzf(H @ A, power, noise_var)
     V = A @ W
     K = H.shape[-2]
-    P = torch.as_tensor(power, dtype=H.real.dtype, device=H.device).expand(H.shape[0])
     n = torch.linalg.vector_norm(V, dim=-2).clamp_min(torch.finfo(H.real.dtype).tiny)
     return V * (torch.sqrt(P / K)[:, None] / n).to(H.dtype)[:, None, :]
 

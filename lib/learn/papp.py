@@ -39,7 +39,7 @@ or, as an ablation, in the span of the users' channels with free coefficients. T
 :math:`\\mathbf A` (``M x N_RF``, :math:`|A_{mr}| = 1/\\sqrt M`) and a digital
 :math:`\\mathbf W_{dp}` (``N_RF x K``), :math:`\\bar{\\mathbf W} = \\mathbf A\\mathbf W_{dp}`.
 
-**Losses.** :func:`~lib.learn.papp_rate` is the sum rate of eq. (2) on normalised quantities;
+**Losses.** :func:`~lib.learn.papp_rate` is the sum rate on normalised quantities;
 :func:`~lib.learn.student_loss` is
 :math:`L_S = \\mathrm{MSE}(\\bar{\\mathbf W}_T, \\bar{\\mathbf W}) - \\lambda R(\\bar{\\mathbf W})
 / R_{\\mathrm{WMMSE}}`, and :class:`~lib.learn.ReliabilityGate` switches ``lambda`` from
@@ -65,7 +65,8 @@ from torch.func import functional_call
 
 from lib.core.checks import check_number, check_positive_int, check_tensor
 from lib.learn.trainer import Callback
-from lib.precoding.common import _abs2, _check_H, _scalar
+from lib.precoding.common import _abs2, _check_H, _scalar, _scale_to_power
+from lib.precoding.linear import _sinr
 from lib.precoding.weighted_mmse import _precoder
 
 __all__ = [
@@ -107,24 +108,22 @@ def power_aware_input(H: torch.Tensor, power, noise_var) -> torch.Tensor:
 
 def power_aware_output(W_bar: torch.Tensor, power) -> torch.Tensor:
     """``W = sqrt(P) W_bar``: the transmitted precoder of a unit-power ``W_bar`` ``(B, M, K)``."""
-    check_tensor(W_bar, "W_bar", ndim=3)
+    check_tensor(W_bar, "W_bar", complex_=True, ndim=3)
     P = _scalar(power, "power", W_bar.mT)
     return W_bar * torch.sqrt(P).to(W_bar.dtype)[:, None, None]
 
 
 def unit_power(W: torch.Tensor) -> torch.Tensor:
-    """``W / ||W||_F`` per sample (a zero precoder stays zero)."""
-    n = torch.linalg.matrix_norm(W).clamp_min(torch.finfo(W.real.dtype).tiny)
-    return W / n[..., None, None].to(W.dtype)
+    """``W / ||W||_F`` per sample of a ``(B, M, K)`` precoder (a zero precoder stays zero);
+    :func:`lib.precoding` 's power scaling at ``P = 1``."""
+    return _scale_to_power(W, torch.ones(W.shape[0], dtype=W.real.dtype, device=W.device))
 
 
 def papp_rate(H_bar: torch.Tensor, W_bar: torch.Tensor) -> torch.Tensor:
-    """Sum rate (bits/s/Hz, ``(B,)``) of eq. (2) on normalised quantities: unit noise,
-    ``SINR_k = |h_bar_k^H w_k|^2 / (sum_{j != k} |h_bar_k^H w_j|^2 + 1)`` (no checks)."""
-    G2 = _abs2(H_bar @ W_bar)
-    sig = G2.diagonal(dim1=-2, dim2=-1)
-    interf = G2.sum(-1) - sig + 1.0
-    return torch.log2(1.0 + sig / interf).sum(-1)
+    """Sum rate (bits/s/Hz, ``(B,)``) on normalised quantities, i.e. with unit noise:
+    :func:`lib.precoding.sum_rate` ``(H_bar, W_bar, 1)`` without its checks, for training
+    losses (shapes ``(B, K, M)`` and ``(B, M, K)``)."""
+    return torch.log2(1.0 + _sinr(H_bar, W_bar, 1.0)).sum(-1)
 
 
 def _features(H_bar: torch.Tensor, snr_db=None) -> torch.Tensor:
@@ -270,7 +269,28 @@ def beamforming_structure(H: torch.Tensor, lam: torch.Tensor, p: torch.Tensor,
     """The optimal beamforming structure for a batch (Bjornson, Bengtsson & Ottersten 2014):
     columns ``v_k ~ (I + H^H diag(lam) H)^{-1} h_k`` with ``||A v_k||^2 = p_k`` (``A = I`` if
     ``None``), computed as ``H^H (I + diag(lam) H H^H)^{-1}`` (push-through): a ``K x K`` solve,
-    in double precision. ``H`` ``(B, K, M)``, ``lam`` and ``p`` real ``(B, K)`` (no checks)."""
+    in double precision.
+
+    ``H`` complex ``(B, K, M)``; ``lam`` and ``p`` real, finite, non-negative ``(B, K)``; ``A``
+    complex ``(B, M, N)`` with ``H`` then the effective channel ``(B, K, N)``. Returns complex
+    ``(B, N or M, K)`` in ``H``'s dtype.
+    """
+    _check_H(H)
+    B, K, N = H.shape
+    for name, t in (("lam", lam), ("p", p)):
+        check_tensor(t, name, complex_=False, shape=(B, K))
+        if bool((t < 0).any()):
+            raise ValueError(f"{name} must be non-negative")
+    if A is not None:
+        check_tensor(A, "A", complex_=True, ndim=3)
+        if A.shape[0] != B or A.shape[-1] != N:
+            raise ValueError(f"A must have shape ({B}, M, {N}) for H of shape {tuple(H.shape)},"
+                             f" got {tuple(A.shape)}")  # fmt: skip
+    return _structure(H, lam, p, A)
+
+
+def _structure(H: torch.Tensor, lam: torch.Tensor, p: torch.Tensor, A=None) -> torch.Tensor:
+    """:func:`beamforming_structure` without checks (the heads' forward pass)."""
     K, dt = H.shape[-2], H.dtype
     # in double precision: at high SNR, I + diag(lam) G has a condition number far beyond what
     # single precision resolves (the solve is K x K, so this costs little)
@@ -319,7 +339,7 @@ class PaPPStudent(nn.Module):
         else:
             lam = torch.softmax(out[..., 0], -1).to(H_bar.real.dtype)
         p = torch.softmax(out[..., 1], -1).to(H_bar.real.dtype)
-        return beamforming_structure(H_bar, lam, p)
+        return _structure(H_bar, lam, p)
 
 
 class PaPPHybridStudent(nn.Module):
@@ -349,7 +369,7 @@ class PaPPHybridStudent(nn.Module):
         rdt = H_bar.real.dtype
         lam = torch.softmax(out[..., 0], -1).to(rdt)
         p = torch.softmax(out[..., 1], -1).to(rdt)
-        W_dp = beamforming_structure(H_eff, lam, p, A)  # ||A w_dp,k||^2 = p_k
+        W_dp = _structure(H_eff, lam, p, A)  # ||A w_dp,k||^2 = p_k
         return A @ W_dp, A, W_dp
 
 
@@ -393,9 +413,7 @@ class CNNPrecoderNet(nn.Module):
     normalised channel as an image (real and imaginary parts of every user's direction
     ``h_k / ||h_k||`` and the plane ``log(1 + ||h_k||^2) / 10``: three input channels), three
     convolutions and two linear layers that output a correction ``D`` (``M x K`` complex) to
-    the matched filter, ``W_bar = unit_power(H_dir^H + D)``; not equivariant, a fixed ``K``.
-    (Fed the raw image and asked for ``W_bar`` from scratch, the same network reached a fifth
-    of the reference rate under the chapter's protocol.)"""
+    the matched filter, ``W_bar = unit_power(H_dir^H + D)``; not equivariant, a fixed ``K``."""
 
     def __init__(self, users: int = 4, antennas: int = 64, channels: int = 16, hidden: int = 256):
         super().__init__()
@@ -431,7 +449,8 @@ def student_loss(W_bar, W_bar_T, H_bar, rate_ref, lam: float) -> torch.Tensor:
     """``L_S = MSE(W_bar_T, W_bar) - lam R(W_bar) / R_WMMSE`` averaged over the batch.
 
     ``MSE`` is ``||W_bar - W_bar_T||_F^2`` (both unit-power, so in ``[0, 4]``); ``W_bar_T`` is
-    treated as a constant; ``rate_ref`` ``(B,)`` is the converged WMMSE sum rate of the sample.
+    treated as a constant; ``rate_ref`` ``(B,)`` is a positive reference sum rate of the sample
+    (the chapter: WMMSE run 300 iterations from the equal-power RZF).
     """
     mse = _abs2(W_bar - W_bar_T.detach()).sum((-2, -1))
     return (mse - lam * papp_rate(H_bar, W_bar) / rate_ref).mean()
@@ -509,6 +528,8 @@ def mldg_objective(model: nn.Module, loss_fn: Callable, train_batches: Sequence,
     """
     if not train_batches or not gen_batches:
         raise ValueError("mldg_objective needs at least one meta-train and one meta-gen batch")
+    check_number(inner_lr, "inner_lr", lo=0.0)
+    check_number(beta, "beta", lo=0.0)
     params = dict(model.named_parameters())
 
     def mean_loss(fwd, batches):
@@ -527,6 +548,7 @@ def maml_objective(model: nn.Module, loss_fn: Callable, tasks: Sequence, inner_l
     if not tasks:
         raise ValueError("maml_objective needs at least one (support, query) task")
     check_positive_int(inner_steps, "inner_steps")
+    check_number(inner_lr, "inner_lr", lo=0.0)
     outer, inner = [], []
     for support, query in tasks:
         params = dict(model.named_parameters())
@@ -605,6 +627,8 @@ def finetune_rate(model: nn.Module, H: torch.Tensor, snr_db: Sequence[float], *,
     batch = check_positive_int(batch, "batch")
     if not snr_db:
         raise ValueError("snr_db must list at least one SNR")
+    for v in snr_db:
+        check_number(v, "snr_db[i]")
     g = torch.Generator().manual_seed(0) if generator is None else generator
     net = copy.deepcopy(model).train()
     p0 = next(net.parameters())

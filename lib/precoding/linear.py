@@ -44,10 +44,16 @@ def sinr(H: torch.Tensor, V: torch.Tensor, noise_var) -> torch.Tensor:
     _check_H(H)
     _check_V(V, H)
     s2 = _scalar(noise_var, "noise_var", H)
+    return _sinr(H, V, s2)
+
+
+def _sinr(H: torch.Tensor, V: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
+    """:func:`~lib.precoding.sinr` without checks; ``s2`` a tensor ``(B,)`` or a scalar."""
     G2, _ = _gains(H, V)
     sig = torch.diagonal(G2, dim1=-2, dim2=-1)
     interf = G2.sum(-1) - sig
-    return sig / (interf.clamp_min(0.0) + s2[:, None])
+    s2 = s2[:, None] if isinstance(s2, torch.Tensor) and s2.dim() == 1 else s2
+    return sig / (interf.clamp_min(0.0) + s2)
 
 
 def sum_rate(H: torch.Tensor, V: torch.Tensor, noise_var, weights=None) -> torch.Tensor:
