@@ -8,6 +8,7 @@ one line (``from lib.learn import ...``); a module adds a public name by listing
 
 from lib.learn import (
     contraction,
+    csinet,
     flops,
     gcn,
     learned_hybrid,
@@ -24,6 +25,7 @@ from lib.learn import (
     unrolling,
 )
 from lib.learn.contraction import *  # noqa: F403
+from lib.learn.csinet import *  # noqa: F403
 from lib.learn.flops import *  # noqa: F403
 from lib.learn.gcn import *  # noqa: F403
 from lib.learn.learned_hybrid import *  # noqa: F403
@@ -53,6 +55,7 @@ __all__ = [
     + contraction.__all__
     + unfolded_wmmse.__all__
     + flops.__all__
+    + csinet.__all__
     + unfolded_gd.__all__
     + straight_through.__all__
     + gcn.__all__

@@ -5,13 +5,19 @@ one line (``from lib.phy import ...``); a module adds a public name by listing i
 ``__all__``.
 """
 
-from lib.phy import arrays, channels, csi, raytraced, statistics
+from lib.phy import arrays, channels, csi, feedback, raytraced, statistics
 from lib.phy.arrays import *  # noqa: F403
 from lib.phy.channels import *  # noqa: F403
 from lib.phy.csi import *  # noqa: F403
+from lib.phy.feedback import *  # noqa: F403
 from lib.phy.raytraced import *  # noqa: F403
 from lib.phy.statistics import *  # noqa: F403
 
 __all__ = (
-    channels.__all__ + arrays.__all__ + csi.__all__ + raytraced.__all__ + statistics.__all__
+    channels.__all__
+    + arrays.__all__
+    + csi.__all__
+    + feedback.__all__
+    + raytraced.__all__
+    + statistics.__all__
 )
