@@ -153,3 +153,59 @@ def test_csinet_learns_a_low_rank_image_family():
         opt.step()
     after = nmse()
     assert after < 0.1 * before
+
+
+# --------------------------------------------------------------------------- #
+# ray-traced feedback images
+# --------------------------------------------------------------------------- #
+def _users(name, n=120):
+    return {name: torch.arange(n)}
+
+
+def test_site_images_unit_energy_and_truncation_floor():
+    from lib.chapters import FeedbackSetup, site_feedback_images
+
+    s = FeedbackSetup()
+    assert s.tap_s == pytest.approx(1 / (256 * 30e3))
+    g = torch.Generator().manual_seed(0)
+    d = site_feedback_images("munich-r1", users=_users("munich-r1"), generator=g)
+    X, tail = d["X"], d["tail"]
+    assert X.shape == (120, 64, 16) and X.dtype == torch.complex64
+    total = X.abs().pow(2).sum((-1, -2)).double() + tail.double()
+    assert torch.allclose(total, torch.ones_like(total), atol=1e-5)
+    # ray-traced channels are compact in delay: 16 of 256 taps keep about 99 % of the energy
+    floor = feedback_nmse_db(X, X, tail)
+    assert -25 < floor < -15
+    # without the timing offset the first path's leakage to negative delays wraps away
+    s0 = FeedbackSetup(timing_offset=0.0)
+    g = torch.Generator().manual_seed(0)
+    d0 = site_feedback_images("munich-r1", s0, users=_users("munich-r1"), generator=g)
+    assert feedback_nmse_db(d0["X"], d0["X"], d0["tail"]) > floor + 1
+    assert torch.equal(d["X_obs"], X)
+
+
+def test_site_images_draws_paths_and_noise():
+    from lib.chapters import site_feedback_images
+
+    g = torch.Generator().manual_seed(1)
+    d = site_feedback_images("munich-r1", users=_users("munich-r1", 40), draws=2,
+                             generator=g)  # fmt: skip
+    assert d["X"].shape[0] == 80
+    # two draws of one user differ only in path phases: same total path power
+    assert not torch.allclose(d["X"][:40], d["X"][40:])
+    one = site_feedback_images("munich-r1", users=_users("munich-r1", 40), paths=1,
+                               generator=g)  # fmt: skip
+    # one path: its energy sits in few angular bins (the strongest bin holds a large share)
+    share = one["X"].abs().pow(2).flatten(1).max(1).values / (1 - one["tail"])
+    share_all = d["X"].abs().pow(2).flatten(1).max(1).values / (1 - d["tail"])
+    assert float(share.median()) > float(share_all.median())
+    # white observation noise: only T / N_c of it survives the truncation
+    noisy = site_feedback_images("munich-r1", users=_users("munich-r1", 40), snr_db=10.0,
+                                 generator=g)  # fmt: skip
+    err = feedback_nmse_db(noisy["X_obs"], noisy["X"], noisy["tail"] * 0)
+    expected = -10.0 + 10 * math.log10(16 / 256)
+    assert err == pytest.approx(expected, abs=1.0)
+    with pytest.raises(ValueError, match="names"):
+        site_feedback_images([])
+    with pytest.raises(ValueError, match="draws"):
+        site_feedback_images("munich-r1", draws=0)

@@ -8,6 +8,7 @@ one line (``from lib.chapters import ...``); a module adds a public name by list
 """
 
 from lib.chapters import (
+    csi_feedback,
     distribution_shift,
     hybrid,
     learned_hybrid,
@@ -17,6 +18,7 @@ from lib.chapters import (
     raytraced_sites,
     unfolded_wmmse,
 )
+from lib.chapters.csi_feedback import *  # noqa: F403
 from lib.chapters.distribution_shift import *  # noqa: F403
 from lib.chapters.hybrid import *  # noqa: F403
 from lib.chapters.learned_hybrid import *  # noqa: F403
@@ -35,4 +37,5 @@ __all__ = (
     + oamp_net.__all__
     + raytraced_sites.__all__
     + papp.__all__
+    + csi_feedback.__all__
 )

@@ -1,0 +1,146 @@
+"""Data of the CSI-feedback experiments: angular-delay images of ray-traced OFDM channels.
+
+* :class:`~lib.chapters.FeedbackSetup` -- array, OFDM numerology, kept delay taps and timing
+  offset;
+* :func:`~lib.chapters.site_feedback_images` -- images of the users of stored sites
+  (:func:`lib.phy.load_site`), one random phase per path and draw (the small-scale phase that
+  a position alone does not fix), optionally only the strongest paths and a noisy
+  observation at a given SNR; unit energy per sample, with the truncated energy returned so
+  that :func:`lib.phy.feedback_nmse_db` scores against the full channel.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from lib.core.checks import check_number, check_positive_int
+from lib.phy import (
+    angular_delay,
+    load_site,
+    subcarrier_frequencies,
+    upa_positions,
+)
+from lib.phy.raytraced import _channels
+
+__all__ = ["FeedbackSetup", "site_feedback_images"]
+
+
+@dataclass(frozen=True)
+class FeedbackSetup:
+    """Set-up of the feedback experiments.
+
+    ``n_h x n_v`` UPA (``M = 64``), ``n_subcarriers`` spaced ``spacing`` Hz (a delay tap is
+    ``1 / (N_c Delta f)``, 130 ns by default), the first ``n_taps`` taps kept, and the first
+    arrival placed ``timing_offset`` taps after zero so that the leakage of an off-grid first
+    path to negative delays is kept rather than wrapped to the last taps.
+    """
+
+    n_h: int = 8
+    n_v: int = 8
+    n_subcarriers: int = 256
+    spacing: float = 30e3
+    n_taps: int = 16
+    timing_offset: float = 2.0
+    carrier_hz: float = 3.5e9
+
+    @property
+    def M(self) -> int:
+        return self.n_h * self.n_v
+
+    @property
+    def tap_s(self) -> float:
+        return 1.0 / (self.n_subcarriers * self.spacing)
+
+
+def _aligned_delays(a, tau, offset_s):
+    present = a.abs() > 0
+    inf = torch.full_like(tau, math.inf)
+    t0 = torch.where(present, tau, inf).min(-1, keepdim=True).values
+    return torch.where(present, tau - t0 + offset_s, torch.zeros_like(tau))
+
+
+def site_feedback_images(names, setup: FeedbackSetup = FeedbackSetup(), *, users=None,
+                         draws: int = 1, paths: int | None = None, snr_db=None,
+                         generator: torch.Generator | None = None,
+                         dtype=torch.complex64, chunk: int = 512) -> dict:  # fmt: skip
+    """Angular-delay images of the users of the sites ``names``.
+
+    Parameters
+    ----------
+    names : str or list of str
+        Stored sites.
+    setup : FeedbackSetup
+    users : dict of str to LongTensor, optional
+        The users to take per site (default all).
+    draws : int
+        Images per user, each with fresh uniform phases on the paths.
+    paths : int, optional
+        Keep only the ``paths`` strongest paths of each user (a sparser channel).
+    snr_db : float, optional
+        Observation noise: ``X_obs`` is the image of ``H + N`` with i.i.d. complex Gaussian
+        ``N`` of power ``mean |H|^2 / SNR`` per entry (the user's channel estimate); the
+        reference ``X`` stays noise-free.
+    generator : torch.Generator, optional
+    dtype : torch.dtype
+        ``complex64`` or ``complex128`` of the returned images.
+    chunk : int
+        Users per batch of the channel computation.
+
+    Returns
+    -------
+    dict
+        ``X`` ``(B, M, T)`` (unit energy ``||X||_F^2 + tail = 1`` per sample), ``tail``
+        ``(B,)`` the truncated energy, ``X_obs`` (the observed image, equal to ``X`` without
+        ``snr_db``, same scaling), ``site`` ``(B,)`` the index into ``names``, ``los``
+        ``(B,)``.
+    """
+    names = [names] if isinstance(names, str) else list(names)
+    if not names:
+        raise ValueError("names must list at least one site")
+    draws = check_positive_int(draws, "draws")
+    if paths is not None:
+        paths = check_positive_int(paths, "paths")
+    if snr_db is not None:
+        snr_db = check_number(snr_db, "snr_db")
+    chunk = check_positive_int(chunk, "chunk")
+    s = setup
+    f = s.carrier_hz + subcarrier_frequencies(s.n_subcarriers, s.spacing)
+    out = {"X": [], "tail": [], "X_obs": [], "site": [], "los": []}
+    for i, name in enumerate(names):
+        site = load_site(name, dtype=torch.complex128)
+        idx = torch.arange(site.n_users) if users is None else users[name]
+        pos = upa_positions(s.n_h, s.n_v, site.boresight)
+        idx = idx.repeat(draws)
+        for start in range(0, len(idx), chunk):
+            j = idx[start : start + chunk]
+            a = site.a[j]
+            if paths is not None and paths < a.shape[-1]:
+                keep = a.abs().topk(paths, dim=-1).indices
+                a = torch.zeros_like(a).scatter(-1, keep, a.gather(-1, keep))
+            phase = 2 * math.pi * torch.rand(a.shape, generator=generator, dtype=torch.float64)
+            a = a * torch.polar(torch.ones_like(phase), phase)
+            tau = _aligned_delays(a, site.tau[j].double(), s.timing_offset * s.tap_s)
+            H = _channels(a, site.theta_t[j], site.phi_t[j], pos, tau, f)
+            energy = H.abs().pow(2).sum((-1, -2))
+            H = H / energy.sqrt()[:, None, None]
+            full = angular_delay(H, s.n_h, s.n_v)
+            X = full[..., : s.n_taps]
+            out["tail"].append((1 - X.abs().pow(2).sum((-1, -2))).clamp(min=0.0))
+            out["X"].append(X)
+            if snr_db is not None:
+                sigma2 = 10 ** (-snr_db / 10) / (s.n_subcarriers * s.M)
+                noise = torch.randn(H.shape, generator=generator, dtype=H.dtype)
+                X_obs = angular_delay(H + math.sqrt(sigma2) * noise, s.n_h, s.n_v, s.n_taps)
+            else:
+                X_obs = X
+            out["X_obs"].append(X_obs)
+            out["site"].append(torch.full((len(j),), i, dtype=torch.long))
+            out["los"].append(site.los[j])
+    res = {k: torch.cat(v) for k, v in out.items()}
+    for k in ("X", "X_obs"):
+        res[k] = res[k].to(dtype)
+    res["tail"] = res["tail"].to(res["X"].real.dtype)
+    return res
