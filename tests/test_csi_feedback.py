@@ -209,3 +209,27 @@ def test_site_images_draws_paths_and_noise():
         site_feedback_images([])
     with pytest.raises(ValueError, match="draws"):
         site_feedback_images("munich-r1", draws=0)
+
+
+def test_type2_subband_feedback():
+    from lib.chapters import FeedbackSetup, site_feedback_images, type2_subband_feedback
+    from lib.phy import type2_feedback_bits
+
+    g = torch.Generator().manual_seed(3)
+    d = site_feedback_images("munich-r1", users=_users("munich-r1", 60), channels=True,
+                             generator=g)  # fmt: skip
+    H = d["H"]
+    assert H.shape == (60, 256, 64)
+    # the images are those of the returned channels
+    assert torch.allclose(angular_delay(H, 8, 8, 16), d["X"], atol=1e-5)
+    errs = []
+    for L in (1, 4, 8):
+        H_hat, bits = type2_subband_feedback(H, n_beams=L)
+        assert bits == 16 * type2_feedback_bits(8, 8, (4, 4), L, 3, 3)
+        assert torch.isfinite(H_hat).all()
+        errs.append(float((H - H_hat).abs().pow(2).sum() / H.abs().pow(2).sum()))
+    assert errs[0] > errs[1] > errs[2]  # more beams, better reconstruction
+    with pytest.raises(ValueError, match="n_subbands"):
+        type2_subband_feedback(H, n_subbands=7)
+    with pytest.raises(ValueError, match="antennas"):
+        type2_subband_feedback(H[..., :16], FeedbackSetup())

@@ -6,7 +6,9 @@
   (:func:`lib.phy.load_site`), one random phase per path and draw (the small-scale phase that
   a position alone does not fix), optionally only the strongest paths and a noisy
   observation at a given SNR; unit energy per sample, with the truncated energy returned so
-  that :func:`lib.phy.feedback_nmse_db` scores against the full channel.
+  that :func:`lib.phy.feedback_nmse_db` scores against the full channel;
+* :func:`~lib.chapters.type2_subband_feedback` -- Type-II-like DFT feedback per subband
+  (:func:`lib.phy.type2_quantize` on each subband's mean channel), the classical reference.
 """
 
 from __future__ import annotations
@@ -16,16 +18,18 @@ from dataclasses import dataclass
 
 import torch
 
-from lib.core.checks import check_number, check_positive_int
+from lib.core.checks import check_complex, check_number, check_positive_int
 from lib.phy import (
     angular_delay,
+    dft_codebook,
     load_site,
     subcarrier_frequencies,
+    type2_quantize,
     upa_positions,
 )
 from lib.phy.raytraced import _channels
 
-__all__ = ["FeedbackSetup", "site_feedback_images"]
+__all__ = ["FeedbackSetup", "site_feedback_images", "type2_subband_feedback"]
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,8 @@ def _aligned_delays(a, tau, offset_s):
 def site_feedback_images(names, setup: FeedbackSetup = FeedbackSetup(), *, users=None,
                          draws: int = 1, paths: int | None = None, snr_db=None,
                          generator: torch.Generator | None = None,
-                         dtype=torch.complex64, chunk: int = 512) -> dict:  # fmt: skip
+                         dtype=torch.complex64, chunk: int = 512,
+                         channels: bool = False) -> dict:  # fmt: skip
     """Angular-delay images of the users of the sites ``names``.
 
     Parameters
@@ -88,6 +93,9 @@ def site_feedback_images(names, setup: FeedbackSetup = FeedbackSetup(), *, users
         ``complex64`` or ``complex128`` of the returned images.
     chunk : int
         Users per batch of the channel computation.
+    channels : bool
+        Also return the unit-energy frequency-domain channels ``H`` ``(B, N_c, M)`` (for
+        feedback that works per subcarrier, :func:`~lib.chapters.type2_subband_feedback`).
 
     Returns
     -------
@@ -108,7 +116,7 @@ def site_feedback_images(names, setup: FeedbackSetup = FeedbackSetup(), *, users
     chunk = check_positive_int(chunk, "chunk")
     s = setup
     f = s.carrier_hz + subcarrier_frequencies(s.n_subcarriers, s.spacing)
-    out = {"X": [], "tail": [], "X_obs": [], "site": [], "los": []}
+    out = {"X": [], "tail": [], "X_obs": [], "site": [], "los": [], "H": []}
     for i, name in enumerate(names):
         site = load_site(name, dtype=torch.complex128)
         idx = torch.arange(site.n_users) if users is None else users[name]
@@ -126,6 +134,8 @@ def site_feedback_images(names, setup: FeedbackSetup = FeedbackSetup(), *, users
             H = _channels(a, site.theta_t[j], site.phi_t[j], pos, tau, f)
             energy = H.abs().pow(2).sum((-1, -2))
             H = H / energy.sqrt()[:, None, None]
+            if channels:
+                out["H"].append(H.to(dtype))
             full = angular_delay(H, s.n_h, s.n_v)
             X = full[..., : s.n_taps]
             out["tail"].append((1 - X.abs().pow(2).sum((-1, -2))).clamp(min=0.0))
@@ -139,8 +149,52 @@ def site_feedback_images(names, setup: FeedbackSetup = FeedbackSetup(), *, users
             out["X_obs"].append(X_obs)
             out["site"].append(torch.full((len(j),), i, dtype=torch.long))
             out["los"].append(site.los[j])
-    res = {k: torch.cat(v) for k, v in out.items()}
+    res = {k: torch.cat(v) for k, v in out.items() if v}
     for k in ("X", "X_obs"):
         res[k] = res[k].to(dtype)
     res["tail"] = res["tail"].to(res["X"].real.dtype)
     return res
+
+
+def type2_subband_feedback(H: torch.Tensor, setup: FeedbackSetup = FeedbackSetup(), *,
+                           n_subbands: int = 16, n_beams: int = 4, amp_bits: int = 3,
+                           phase_bits: int = 3, oversampling=(4, 4)):  # fmt: skip
+    """Type-II-like feedback of OFDM channels, one report per subband.
+
+    The ``N_c`` subcarriers are split into ``n_subbands`` contiguous subbands; each subband's
+    mean channel is quantised by :func:`lib.phy.type2_quantize` (``L = n_beams`` beams of an
+    oversampled 2-D DFT codebook, ``amp_bits``/``phase_bits`` per beam, the strongest
+    coefficient's magnitude reported as a gain and its phase the reference) and the
+    reconstruction is used on every subcarrier of the subband. The reconstruction is aligned
+    to each subband's common phase (which no precoder depends on), so its NMSE is the one that
+    matters for precoding and is optimistic as a channel estimate.
+
+    Parameters
+    ----------
+    H : torch.Tensor
+        ``(B, N_c, M)`` complex.
+    setup : FeedbackSetup
+        The array ``n_h x n_v`` (``M``).
+    n_subbands : int
+        Must divide ``N_c``.
+
+    Returns
+    -------
+    (torch.Tensor, int)
+        ``H_hat`` ``(B, N_c, M)`` and the feedback bits per user (all subbands).
+    """
+    check_complex(H, "H", ndim=3)
+    B, Nc, M = H.shape
+    if M != setup.M:
+        raise ValueError(f"H must have M = {setup.M} antennas (setup), got {M}")
+    S = check_positive_int(n_subbands, "n_subbands")
+    if Nc % S:
+        raise ValueError(f"n_subbands must divide N_c = {Nc}, got {S}")
+    cb, groups, _ = dft_codebook(setup.n_h, setup.n_v, oversampling, dtype=H.dtype,
+                              device=H.device)  # fmt: skip
+    mean = H.reshape(B, S, Nc // S, M).mean(2)  # (B, S, M), subbands in the user axis
+    fb = type2_quantize(mean, cb, groups, n_beams=n_beams, amp_bits=amp_bits,
+                        phase_bits=phase_bits, n_h=setup.n_h, n_v=setup.n_v,
+                        oversampling=oversampling)  # fmt: skip
+    H_hat = fb.H_hat[:, :, None, :].expand(B, S, Nc // S, M).reshape(B, Nc, M)
+    return H_hat, fb.bits * S
