@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lib.core.checks import check_complex, check_number, check_positive_int
+from lib.core.checks import check_complex, check_dtype, check_number, check_positive_int
 from lib.phy import (
     angular_delay,
     dft_codebook,
@@ -49,6 +49,16 @@ class FeedbackSetup:
     n_taps: int = 16
     timing_offset: float = 2.0
     carrier_hz: float = 3.5e9
+
+    def __post_init__(self):
+        for name in ("n_h", "n_v", "n_subcarriers", "n_taps"):
+            check_positive_int(getattr(self, name), name)
+        check_number(self.spacing, "spacing", lo=0, lo_open=True)
+        check_number(self.carrier_hz, "carrier_hz", lo=0, lo_open=True)
+        check_number(self.timing_offset, "timing_offset", lo=0, hi=self.n_taps)
+        if self.n_taps > self.n_subcarriers:
+            raise ValueError(f"n_taps must be <= n_subcarriers = {self.n_subcarriers}, "
+                             f"got {self.n_taps}")  # fmt: skip
 
     @property
     def M(self) -> int:
@@ -114,12 +124,24 @@ def site_feedback_images(names, setup: FeedbackSetup = FeedbackSetup(), *, users
     if snr_db is not None:
         snr_db = check_number(snr_db, "snr_db")
     chunk = check_positive_int(chunk, "chunk")
+    if not isinstance(setup, FeedbackSetup):
+        raise TypeError(f"setup must be a FeedbackSetup, got {type(setup).__name__}")
+    check_dtype(dtype, "dtype", complex_=True)
+    if users is not None:
+        missing = [n for n in names if n not in users]
+        if missing:
+            raise ValueError(f"users has no entry for the sites {missing}")
     s = setup
     f = s.carrier_hz + subcarrier_frequencies(s.n_subcarriers, s.spacing)
     out = {"X": [], "tail": [], "X_obs": [], "site": [], "los": [], "H": []}
     for i, name in enumerate(names):
         site = load_site(name, dtype=torch.complex128)
         idx = torch.arange(site.n_users) if users is None else users[name]
+        if users is not None:
+            bad = idx.is_floating_point() or idx.is_complex() or idx.ndim != 1
+            if bad or (len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= site.n_users)):
+                raise ValueError(f"users[{name!r}] must be a 1-D integer tensor of indices in "
+                                 f"[0, {site.n_users})")  # fmt: skip
         pos = upa_positions(s.n_h, s.n_v, site.boresight)
         idx = idx.repeat(draws)
         for start in range(0, len(idx), chunk):

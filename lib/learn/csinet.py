@@ -3,7 +3,7 @@
 The user (encoder) maps the real image
 ``(2, M, T)`` of its truncated angular-delay channel (:func:`lib.phy.realify_image`) to a
 codeword of ``m = ratio * 2 M T`` reals; the base station (decoder) maps the codeword back to
-an image. Architecture of the paper's Fig. 1:
+an image. The architecture:
 
 * encoder: one 3x3 convolution with 2 feature maps, batch normalisation, LeakyReLU(0.3),
   flatten, a dense layer to ``m`` outputs (linear);
@@ -11,10 +11,9 @@ an image. Architecture of the paper's Fig. 1:
   convolutions with 8, 16 and 2 feature maps, batch normalisation, LeakyReLU(0.3) between
   them, an identity shortcut), and a final 3x3 convolution with 2 maps.
 
-The paper ends with a sigmoid because it scales the image into ``[0, 1]``; here the images
-are normalised to unit energy per sample and scaled by ``sqrt(M T)`` (entries of unit mean
-power), so the output layer is linear and the training loss, the mean squared error of the
-scaled image, is the NMSE of the image.
+The original ends with a sigmoid because it scales the image into ``[0, 1]``; this one has a
+linear output layer, meant for images normalised to unit energy per sample (then the mean
+squared error of the output is proportional to the NMSE of the image).
 """
 
 from __future__ import annotations
@@ -61,7 +60,7 @@ class CsiNet(nn.Module):
     Parameters
     ----------
     ratio : float
-        Compression ratio ``m / (2 M T)`` in ``(0, 1]`` (``1/4 ... 1/32`` in the chapter).
+        Compression ratio ``m / (2 M T)`` in ``(0, 1]``.
     n_antennas, n_taps : int
         Image size ``M x T``.
     n_refine : int

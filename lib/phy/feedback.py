@@ -3,12 +3,12 @@ feedback work on.
 
 A user's OFDM channel is ``H`` ``(..., N_c, M)``: row ``n`` is the channel of subcarrier ``n``
 to the ``M = n_h n_v`` base-station antennas (the book's UPA order, element ``(m_h, m_v)`` at
-index ``m_h n_v + m_v``). Its angular-delay image (Wen, Shih and Jin 2018, eq. (2)) is
+index ``m_h n_v + m_v``). Its angular-delay image (as in Wen, Shih and Jin 2018) is
 
 .. math:: X = F_a^H H^T F_d, \\qquad X \\in \\mathbb{C}^{M \\times N_c},
 
-with ``F_a`` the unitary 2-D DFT over the array (``n_h x n_v``) and ``F_d`` the unitary DFT
-over the subcarriers, which maps a path of delay ``tau`` to delay tap
+where ``F_a^H`` applies the unitary 2-D FFT over the array (``n_h x n_v``) and ``F_d`` the
+unitary inverse FFT over the subcarriers, which maps a path of delay ``tau`` to delay tap
 ``tau N_c Delta f``. With the delays measured from the first arrival (timing advance), the
 energy sits in the first taps; feedback keeps ``T`` of them (``X`` ``(..., M, T)``) and the
 rest is the **truncation error**, a floor no codec can go below (both transforms are unitary,
