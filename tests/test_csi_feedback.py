@@ -253,3 +253,19 @@ def test_type2_subband_feedback():
         type2_subband_feedback(H, n_subbands=7)
     with pytest.raises(ValueError, match="antennas"):
         type2_subband_feedback(H[..., :16], FeedbackSetup())
+
+
+def test_source_images_split_users_and_reject_a_bad_part():
+    from lib.chapters import FEEDBACK_SOURCE_SITES, feedback_source_images
+    from lib.chapters.papp import split_site_users
+    from lib.phy import load_site
+
+    va = feedback_source_images("val", draws=1, seed=3)
+    n_val = sum(len(split_site_users(load_site(n), 0.2, seed=0)[1])
+                for n in FEEDBACK_SOURCE_SITES)  # fmt: skip
+    assert va["X"].shape[0] == n_val
+    assert set(va["site"].tolist()) == set(range(len(FEEDBACK_SOURCE_SITES)))
+    again = feedback_source_images("val", draws=1, seed=3)
+    assert torch.equal(va["X"], again["X"])
+    with pytest.raises(ValueError, match="part"):
+        feedback_source_images("test")

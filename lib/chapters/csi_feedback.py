@@ -29,7 +29,16 @@ from lib.phy import (
 )
 from lib.phy.raytraced import _channels
 
-__all__ = ["FeedbackSetup", "site_feedback_images", "type2_subband_feedback"]
+__all__ = [
+    "FEEDBACK_SOURCE_SITES",
+    "FeedbackSetup",
+    "feedback_source_images",
+    "site_feedback_images",
+    "type2_subband_feedback",
+]
+
+#: The site group the learned decoders train on: the training sites of Munich.
+FEEDBACK_SOURCE_SITES = ("munich-r1", "munich-r2", "munich-s1")
 
 
 @dataclass(frozen=True)
@@ -220,3 +229,26 @@ def type2_subband_feedback(H: torch.Tensor, setup: FeedbackSetup = FeedbackSetup
                         oversampling=oversampling)  # fmt: skip
     H_hat = fb.H_hat[:, :, None, :].expand(B, S, Nc // S, M).reshape(B, Nc, M)
     return H_hat, fb.bits * S
+
+
+def feedback_source_images(part: str, setup: FeedbackSetup = FeedbackSetup(), *,
+                           draws: int = 1, seed: int = 0, val_fraction: float = 0.2,
+                           **kwargs) -> dict:  # fmt: skip
+    """Images of the ``part`` (``"train"`` or ``"val"``) users of
+    :data:`FEEDBACK_SOURCE_SITES`.
+
+    The users of each site are split once (:func:`lib.chapters.split_site_users` with seed 0,
+    ``val_fraction`` for validation), independently of ``seed``, which draws the path phases;
+    ``kwargs`` go to :func:`site_feedback_images`.
+    """
+    from lib.chapters.papp import split_site_users
+
+    if part not in ("train", "val"):
+        raise ValueError(f"part must be 'train' or 'val', got {part!r}")
+    users = {}
+    for name in FEEDBACK_SOURCE_SITES:
+        train, val = split_site_users(load_site(name), val_fraction, seed=0)
+        users[name] = train if part == "train" else val
+    g = torch.Generator().manual_seed(seed)
+    return site_feedback_images(list(FEEDBACK_SOURCE_SITES), setup, users=users, draws=draws,
+                                generator=g, **kwargs)  # fmt: skip
