@@ -31,11 +31,15 @@ the book's chapters with :func:`~lib.methods.pretrained_precoder` /
 To add a method: write (or reuse) a callable with the protocol's signature, add a factory to
 the registry, and add its name to the list in ``tests/test_protocols.py``; the protocol test
 then runs it against the contract. See ``CONTRIBUTING.md``.
+
+:mod:`lib.methods.fallback` wraps a learned method and a classical one of the same task behind
+a monitor (:class:`~lib.methods.Fallback`).
 """
 
-from lib.methods import designers, estimators, precoders
+from lib.methods import designers, estimators, fallback, precoders
 from lib.methods.designers import *  # noqa: F403
 from lib.methods.estimators import *  # noqa: F403
+from lib.methods.fallback import *  # noqa: F403
 from lib.methods.precoders import *  # noqa: F403
 
-__all__ = precoders.__all__ + estimators.__all__ + designers.__all__
+__all__ = precoders.__all__ + estimators.__all__ + designers.__all__ + fallback.__all__
