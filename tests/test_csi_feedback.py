@@ -269,3 +269,29 @@ def test_source_images_split_users_and_reject_a_bad_part():
     assert torch.equal(va["X"], again["X"])
     with pytest.raises(ValueError, match="part"):
         feedback_source_images("test")
+
+
+def test_cs_feedback_round_trip_and_amp_decoding():
+    from lib.chapters import CSFeedback, FeedbackSetup, site_feedback_images
+    from lib.sparse import amp
+
+    setup = FeedbackSetup()
+    d = site_feedback_images("munich-r1", setup, users={"munich-r1": torch.arange(60)},
+                             generator=torch.Generator().manual_seed(0))  # fmt: skip
+    fb = CSFeedback(0.25, setup, dtype=torch.float64)
+    assert fb.A.shape == (512, 2048)
+    x = fb.vector(d["X"].to(torch.complex128))
+    assert torch.allclose(fb.image(x), d["X"].to(torch.complex128))
+    # unit-energy channels: the vector has mean energy (1 - tail) per entry
+    assert torch.allclose(x.pow(2).mean(1), (1 - d["tail"]).double(), atol=1e-5)
+    y = fb.encode(d["X"].to(torch.complex128))
+    assert y.shape == (60, 512)
+    x_hat = amp(y, fb.A, 30, denoiser="bg", p=0.1, signal_var=10.0)
+    assert feedback_nmse_db(fb.image(x_hat), d["X"].to(torch.complex128), d["tail"].double()) < -8
+    assert torch.equal(CSFeedback(0.25, setup, dtype=torch.float64).A, fb.A)  # same seed
+    with pytest.raises(ValueError, match="ratio"):
+        CSFeedback(0.3, setup)
+    with pytest.raises(TypeError, match="setup"):
+        CSFeedback(0.25, "default")
+    with pytest.raises(ValueError, match="X"):
+        fb.vector(d["X"][:, :8])

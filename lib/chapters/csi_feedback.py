@@ -18,7 +18,13 @@ from dataclasses import dataclass
 
 import torch
 
-from lib.core.checks import check_complex, check_dtype, check_number, check_positive_int
+from lib.core.checks import (
+    check_complex,
+    check_dtype,
+    check_number,
+    check_positive_int,
+    check_real,
+)
 from lib.phy import (
     angular_delay,
     dft_codebook,
@@ -28,10 +34,12 @@ from lib.phy import (
     upa_positions,
 )
 from lib.phy.raytraced import _channels
+from lib.sparse import gaussian_matrix
 
 __all__ = [
     "FEEDBACK_SOURCE_SITES",
     "FeedbackSetup",
+    "CSFeedback",
     "feedback_source_images",
     "site_feedback_images",
     "type2_subband_feedback",
@@ -252,3 +260,55 @@ def feedback_source_images(part: str, setup: FeedbackSetup = FeedbackSetup(), *,
     g = torch.Generator().manual_seed(seed)
     return site_feedback_images(list(FEEDBACK_SOURCE_SITES), setup, users=users, draws=draws,
                                 generator=g, **kwargs)  # fmt: skip
+
+
+class CSFeedback:
+    """Compressed-sensing feedback of angular-delay images with a random Gaussian matrix.
+
+    The user sends ``y = A x`` (``m = ratio * 2 M T`` reals, the codeword size of CsiNet at the
+    same ratio, :func:`lib.learn.codeword_size`) with ``x = sqrt(2 M T) vec(Z)`` the real image
+    ``Z`` (:func:`lib.phy.realify_image`) scaled to unit mean energy per entry for unit-energy
+    channels, and ``A`` ``(m, 2 M T)`` i.i.d. ``N(0, 1/m)`` (:func:`lib.sparse.gaussian_matrix`,
+    drawn from ``seed``; both ends know it). Any :class:`lib.core.SparseEstimator` decodes it:
+    ``X_hat = fb.image(estimator(y, fb.A, noise_var))``.
+
+    Parameters
+    ----------
+    ratio : float
+        Compression ratio in ``(0, 1]``.
+    setup : FeedbackSetup
+    seed : int
+    dtype : torch.dtype
+        Real dtype of ``A`` and of the vectors.
+    """
+
+    def __init__(self, ratio: float, setup: FeedbackSetup = FeedbackSetup(), *, seed: int = 0,
+                 dtype=torch.float32):  # fmt: skip
+        from lib.learn.csinet import codeword_size
+
+        if not isinstance(setup, FeedbackSetup):
+            raise TypeError(f"setup must be a FeedbackSetup, got {type(setup).__name__}")
+        check_dtype(dtype, "dtype", complex_=False)
+        self.setup, self.ratio = setup, float(ratio)
+        self.n = 2 * setup.M * setup.n_taps
+        self.m = codeword_size(ratio, setup.M, setup.n_taps)
+        g = torch.Generator().manual_seed(int(seed))
+        self.A = gaussian_matrix(self.m, self.n, generator=g, dtype=torch.float64).to(dtype)
+
+    def vector(self, X: torch.Tensor) -> torch.Tensor:
+        """``(B, M, T)`` complex images to the ``(B, 2 M T)`` real vectors ``x``."""
+        s = self.setup
+        check_complex(X, "X", shape=("batch", s.M, s.n_taps))
+        Z = torch.stack([X.real, X.imag], dim=1).reshape(X.shape[0], -1)
+        return (Z * math.sqrt(self.n)).to(self.A.dtype)
+
+    def encode(self, X: torch.Tensor) -> torch.Tensor:
+        """The codewords ``y = A x`` ``(B, m)`` of ``(B, M, T)`` images."""
+        return self.vector(X) @ self.A.T
+
+    def image(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 2 M T)`` vectors back to ``(B, M, T)`` complex images."""
+        s = self.setup
+        check_real(x, "x", shape=("batch", self.n))
+        Z = (x / math.sqrt(self.n)).reshape(-1, 2, s.M, s.n_taps)
+        return torch.complex(Z[:, 0], Z[:, 1])
