@@ -131,7 +131,8 @@ def main(argv=None):
             progress=args.progress,
             desc=name,
         )
-        seconds = time.perf_counter() - t1
+        # wall time of the whole run, resumed segments included
+        seconds = hist.time[-1] if hist.time else time.perf_counter() - t1
         model.cpu().eval()
         state = {k: v.float().contiguous() for k, v in model.state_dict().items()}
         torch.save(state, out / f"{name}.pt")

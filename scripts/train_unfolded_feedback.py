@@ -25,7 +25,6 @@ into ``LAMP(CSFeedback(ratio).A, T, denoiser="bg")``) and merges the training re
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from fractions import Fraction
@@ -35,8 +34,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.chapters import CSFeedback, FeedbackSetup, feedback_source_images  # noqa: E402
-from lib.learn import LAMP, fit, growth_plan  # noqa: E402
+from lib.chapters import (  # noqa: E402
+    CSFeedback,
+    FeedbackSetup,
+    feedback_source_images,
+    unfolded_feedback_decoder,
+)
+from lib.learn import fit, growth_plan  # noqa: E402
 from lib.phy import feedback_nmse_db  # noqa: E402
 from lib.sparse import amp  # noqa: E402
 from scripts import _cli  # noqa: E402
@@ -94,10 +98,7 @@ def main(argv=None):
         y_tr, y_va = x_tr @ fb.A.T, x_va @ fb.A.T
         p0, amp_scores = tuned_amp_p(fb, y_va, X_va, tail_va, args.p_grid, args.layers)
         torch.manual_seed(args.seed)
-        model = LAMP(fb.A, args.layers, denoiser="bg", p=p0)
-        with torch.no_grad():
-            for layer in model.layers:
-                layer.log_var.fill_(math.log(1 / p0))
+        model = unfolded_feedback_decoder(fb, args.layers, p0)
 
         def val_fn(model, batch, state, fb=fb):
             (y,), _ = batch
@@ -130,7 +131,8 @@ def main(argv=None):
             progress=args.progress,
             desc=name,
         )
-        seconds = time.perf_counter() - t1
+        # wall time of the whole run, resumed segments included
+        seconds = hist.time[-1] if hist.time else time.perf_counter() - t1
         model.cpu().eval()
         torch.save({k: v.float() for k, v in model.state_dict().items()}, out / f"{name}.pt")
         stages = {}

@@ -127,6 +127,14 @@ METHODS: dict[str, tuple[str, str, str, str | None]] = {
     "papp_span": ("PaPP, free channel-span student", "#e64980", "--", "P"),
     "rzf_eq": ("RZF, equal power per user", "#15aabf", "-", "<"),
     "hbf_classical": ("phase-extraction analog + RZF", "#3f7fd1", "--", "h"),
+    # CSI feedback
+    "type2": ("Type-II-like DFT feedback (L = 4)", "#1f4e9c", "--", "h"),
+    "cs_amp": ("compressed sensing + AMP-BG", "#0b2a5b", "-", "p"),
+    "unfolded_fb": ("unfolded decoder (LAMP-BG)", "#c2255c", "-", "s"),
+    "csinet": ("CsiNet", "#2b8a3e", "-", "^"),
+    "csinet_energy": ("CsiNet + energy term", "#69db7c", "--", "v"),
+    "truncation": ("truncation floor (T taps)", "#212529", ":", None),
+    "perfect_csi": ("RZF, perfect CSI", "#000000", ":", None),
 }
 
 _LINESTYLE = {"classical": "-", "learned": "-", "bound": "--", "data": "-.", "other": ":"}
