@@ -10,6 +10,7 @@ one line (``from lib.chapters import ...``); a module adds a public name by list
 from lib.chapters import (
     csi_feedback,
     distribution_shift,
+    feedback_shift,
     hybrid,
     learned_hybrid,
     oamp_net,
@@ -20,6 +21,7 @@ from lib.chapters import (
 )
 from lib.chapters.csi_feedback import *  # noqa: F403
 from lib.chapters.distribution_shift import *  # noqa: F403
+from lib.chapters.feedback_shift import *  # noqa: F403
 from lib.chapters.hybrid import *  # noqa: F403
 from lib.chapters.learned_hybrid import *  # noqa: F403
 from lib.chapters.oamp_net import *  # noqa: F403
@@ -38,4 +40,5 @@ __all__ = (
     + raytraced_sites.__all__
     + papp.__all__
     + csi_feedback.__all__
+    + feedback_shift.__all__
 )
