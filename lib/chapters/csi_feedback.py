@@ -267,7 +267,7 @@ def tr38901_feedback_images(model: str, n: int, setup: FeedbackSetup = FeedbackS
     Parameters
     ----------
     model : str
-        One of :data:`TR38901_FEEDBACK_MODELS`.
+        One of ``TR38901_FEEDBACK_MODELS``.
     n : int
         Number of channels.
     setup : FeedbackSetup
@@ -360,7 +360,7 @@ def feedback_source_images(part: str, setup: FeedbackSetup = FeedbackSetup(), *,
                            draws: int = 1, seed: int = 0, val_fraction: float = 0.2,
                            **kwargs) -> dict:  # fmt: skip
     """Images of the ``part`` (``"train"`` or ``"val"``) users of
-    :data:`FEEDBACK_SOURCE_SITES`.
+    ``FEEDBACK_SOURCE_SITES``.
 
     The users of each site are split once (:func:`lib.chapters.split_site_users` with seed 0,
     ``val_fraction`` for validation), independently of ``seed``, which draws the path phases;

@@ -85,7 +85,7 @@ def feedback_scenario(name: str, n: int, setup: FeedbackSetup = _SETUP, *,
                       seed: int = 0) -> dict:  # fmt: skip
     """``n`` test channels of the scenario ``name`` (with ``channels=True``).
 
-    * ``"source"``: the validation users of :data:`FEEDBACK_SOURCE_SITES` (those of
+    * ``"source"``: the validation users of ``FEEDBACK_SOURCE_SITES`` (those of
       :func:`feedback_source_images`), phases drawn from ``100 + seed`` (never the training
       or validation draws);
     * ``"munich-other"``: all users of the other Munich sites; ``"florence"``: all users of the

@@ -104,7 +104,7 @@ class Fallback:
     ----------
     learned, classical : callable
         Two methods of ``task`` with the same calling convention: both satisfy the task's
-        protocol (:data:`TASKS`) and accept its positional arguments.
+        protocol (``TASKS``) and accept its positional arguments.
     monitor : callable
         ``monitor(args, output) -> (B,)`` real scores, higher = less trustworthy.
     task : {"precoder", "sparse", "map"}
@@ -242,7 +242,7 @@ class RateSelfCheck:
 class MahalanobisMonitor:
     """Mahalanobis distance of ``features(args)`` ``(B, d)`` to in-distribution data.
 
-    :meth:`fit` estimates the mean and the covariance (shrunk towards a scaled identity by
+    ``fit`` estimates the mean and the covariance (shrunk towards a scaled identity by
     ``shrinkage`` in ``[0, 1]``, so that it is invertible with few samples) from in-distribution
     arguments; the score is ``(f - mu)^T Sigma^{-1} (f - mu)``.
     """
