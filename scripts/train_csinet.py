@@ -72,7 +72,7 @@ def main(argv=None):
     ap.add_argument("--val-draws", type=int, default=2)
     ap.add_argument("--batch", type=int, default=200)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--steps", type=int, default=30000)
+    ap.add_argument("--steps", type=int, default=60000)
     ap.add_argument("--val-every", type=int, default=250)
     ap.add_argument("--patience", type=int, default=4000)
     ap.add_argument("--lr-patience", type=int, default=2000)
