@@ -295,3 +295,27 @@ def test_cs_feedback_round_trip_and_amp_decoding():
         CSFeedback(0.25, "default")
     with pytest.raises(ValueError, match="X"):
         fb.vector(d["X"][:, :8])
+
+
+def test_energy_concentration_by_hand_and_errors():
+    from lib.chapters import energy_concentration
+
+    X = torch.tensor([[3.0, 1.0, 0.0, 0.0]], dtype=torch.complex64)  # energies 9, 1, 0, 0
+    assert abs(energy_concentration(X, 0.25) - 0.9) < 1e-6
+    assert abs(energy_concentration(X, 0.5) - 1.0) < 1e-6
+    with pytest.raises(ValueError, match="q must be"):
+        energy_concentration(X, 0.0)
+    with pytest.raises(ValueError, match="positive energy"):
+        energy_concentration(torch.zeros(1, 4, dtype=torch.complex64))
+
+
+def test_feedback_scores_reject_mismatched_channels():
+    from lib.chapters import feedback_nmse, feedback_sum_rate
+
+    H = torch.randn(8, 16, 4, dtype=torch.complex64)
+    with pytest.raises(ValueError, match="H_hat"):
+        feedback_nmse(H[:, :8], H)
+    with pytest.raises(ValueError, match="H_hat"):
+        feedback_sum_rate(H[:4], H)
+    with pytest.raises(ValueError, match="stride"):
+        feedback_sum_rate(H, H, stride=0)

@@ -48,6 +48,7 @@ __all__ = [
     "CSFeedback",
     "feedback_source_images",
     "site_feedback_images",
+    "energy_concentration",
     "TR38901_FEEDBACK_MODELS",
     "tr38901_feedback_images",
     "type2_subband_feedback",
@@ -429,3 +430,26 @@ class CSFeedback:
         check_real(x, "x", shape=("batch", self.n))
         Z = (x / math.sqrt(self.n)).reshape(-1, 2, s.M, s.n_taps)
         return torch.complex(Z[:, 0], Z[:, 1])
+
+
+def energy_concentration(X: torch.Tensor, q: float = 0.05) -> float:
+    """Mean share of an image's energy in its strongest ``q`` fraction of (complex) entries.
+
+    Parameters
+    ----------
+    X : torch.Tensor
+        ``(B, ...)`` complex images (one per row).
+    q : float
+        In ``(0, 1]``; at least one entry is counted.
+    """
+    check_complex(X, "X")
+    if X.ndim < 2:
+        raise ValueError(f"X must have shape (B, ...), got {tuple(X.shape)}")
+    q = check_number(q, "q", lo=0, hi=1, lo_open=True)
+    e = X.abs().pow(2).flatten(1).sort(-1, descending=True).values
+    k = max(1, int(q * e.shape[1]))
+    total = e.sum(1)
+    if bool((total <= 0).any()):
+        raise ValueError("every image in X must have positive energy")
+    return float((e[:, :k].sum(1) / total).mean())
+

@@ -26,7 +26,7 @@ from lib.chapters.csi_feedback import (
     tr38901_feedback_images,
     type2_subband_feedback,
 )
-from lib.core.checks import check_number, check_positive_int
+from lib.core.checks import check_complex, check_number, check_positive_int, check_tensor
 from lib.phy import load_site
 
 #: The default set-up (frozen).
@@ -239,7 +239,8 @@ def feedback_methods(ratio: float, setup: FeedbackSetup = _SETUP, *, directory=N
     if "TypeII" in methods:
         out["TypeII"] = type2
     if "CS-AMP" in methods or "Unfolded" in methods:
-        lamp = stored_feedback_model("Unfolded", ratio, s, directory=directory)
+        if "Unfolded" in methods:
+            lamp = stored_feedback_model("Unfolded", ratio, s, directory=directory)
         rec = feedback_training_record(directory)[_ratio_name("LAMP", ratio)]
         p = rec["p_init"]
 
@@ -268,9 +269,15 @@ def feedback_methods(ratio: float, setup: FeedbackSetup = _SETUP, *, directory=N
     return out
 
 
+def _check_pair(H_hat, H):
+    check_complex(H, "H", ndim=3)
+    check_tensor(H_hat, "H_hat", complex_=True, shape=tuple(H.shape))
+
+
 def feedback_nmse(H_hat: torch.Tensor, H: torch.Tensor, *, per_sample: bool = False):
     """NMSE (dB) of fed-back channels ``(B, N_c, M)`` against the true ones, the ratio of
     means over the batch (``per_sample=True``: the per-sample values, a tensor)."""
+    _check_pair(H_hat, H)
     err = (H_hat.to(H.dtype) - H).abs().pow(2).sum((-1, -2))
     ref = H.abs().pow(2).sum((-1, -2))
     if per_sample:
@@ -291,7 +298,9 @@ def feedback_sum_rate(H_hat: torch.Tensor, H: torch.Tensor, *, users: int = 4,
     """
     from lib.precoding import rzf, sum_rate
 
+    _check_pair(H_hat, H)
     K = check_positive_int(users, "users")
+    stride = check_positive_int(stride, "stride")
     B, Nc, M = H.shape
     G = B // K
     if G == 0:
