@@ -16,6 +16,7 @@ from lib.methods import (
     ResidualMonitor,
     auroc,
     fallback_metrics,
+    roc_curve,
 )
 from lib.precoding import mrt, rzf, sum_rate, zf
 from lib.sparse import amp, bernoulli_gaussian, gaussian_matrix, nmse_db
@@ -195,3 +196,38 @@ def test_partial_precoders_are_accepted():
     H = torch.randn(8, 2, 4, dtype=torch.complex128)
     fb = Fallback(functools.partial(rzf), zf, RateSelfCheck(), task="precoder", threshold=2.0)
     assert torch.allclose(fb(H, 1.0, 1.0), rzf(H, 1.0, 1.0))  # threshold above every score
+
+
+def test_roc_curve_runs_from_origin_to_one_and_its_area_is_the_auroc():
+    g = torch.Generator().manual_seed(4)
+    score = torch.randint(0, 8, (60,), generator=g).double()  # ties
+    pos = torch.rand(60, generator=g) < 0.3
+    fpr, tpr = roc_curve(score, pos)
+    assert fpr.dtype == tpr.dtype == torch.float64
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert bool((fpr.diff() >= 0).all() and (tpr.diff() >= 0).all())
+    assert float(torch.trapezoid(tpr, fpr)) == pytest.approx(auroc(score, pos))
+    # hand example: scores 3 > 2 > 1 with labels +, -, +
+    fpr, tpr = roc_curve(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([True, False, True]))
+    assert fpr.tolist() == [0.0, 0.0, 1.0, 1.0] and tpr.tolist() == [0.0, 0.5, 0.5, 1.0]
+    with pytest.raises(ValueError, match="both classes"):
+        roc_curve(torch.arange(4.0), torch.ones(4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="positive"):
+        roc_curve(torch.arange(4.0), torch.ones(3, dtype=torch.bool))
+
+
+def test_residual_monitor_relative_to_noise_by_hand():
+    A = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]], dtype=torch.float64)
+    x_hat = torch.tensor([[1.0, 1.0], [0.0, 0.0]], dtype=torch.float64)
+    y = torch.tensor([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]], dtype=torch.float64)
+    nv = torch.tensor([0.5, 2.0], dtype=torch.float64)
+    # residuals: y - A x_hat = (0, 0, 1) and (1, 1, 1): energies 1 and 3; M = 3
+    s = ResidualMonitor("noise")((y, A, nv), x_hat)
+    assert s.tolist() == pytest.approx([1 / (3 * 0.5), 3 / (3 * 2.0)])
+    s = ResidualMonitor()((y, A, nv), x_hat)
+    assert s.tolist() == pytest.approx([1 / 14, 3 / 3])
+    # batched A gives the same scores
+    s_b = ResidualMonitor("noise")((y, A.expand(2, 3, 2), nv), x_hat)
+    assert s_b.tolist() == pytest.approx([1 / 1.5, 0.5])
+    with pytest.raises(ValueError, match="relative_to"):
+        ResidualMonitor("signal")

@@ -10,6 +10,7 @@ one line (``from lib.chapters import ...``); a module adds a public name by list
 from lib.chapters import (
     csi_feedback,
     distribution_shift,
+    fallback_deploy,
     feedback_shift,
     hybrid,
     learned_hybrid,
@@ -21,6 +22,7 @@ from lib.chapters import (
 )
 from lib.chapters.csi_feedback import *  # noqa: F403
 from lib.chapters.distribution_shift import *  # noqa: F403
+from lib.chapters.fallback_deploy import *  # noqa: F403
 from lib.chapters.feedback_shift import *  # noqa: F403
 from lib.chapters.hybrid import *  # noqa: F403
 from lib.chapters.learned_hybrid import *  # noqa: F403
@@ -41,4 +43,5 @@ __all__ = (
     + papp.__all__
     + csi_feedback.__all__
     + feedback_shift.__all__
+    + fallback_deploy.__all__
 )

@@ -10,8 +10,9 @@ target trigger rate (:meth:`~lib.methods.Fallback.calibrate`).
 Monitors map ``(args, output)`` -- the task's positional arguments and the learned output -- to
 a score ``(B,)``, higher meaning "less trustworthy":
 
-* :class:`~lib.methods.ResidualMonitor` -- the normalised residual ``||y - A x_hat||^2 /
-  ||y||^2`` of a sparse estimate (or of any linear measurement model);
+* :class:`~lib.methods.ResidualMonitor` -- the residual ``||y - A x_hat||^2`` of a sparse
+  estimate (or of any linear measurement model) relative to ``||y||^2`` or to the noise
+  power ``M sigma^2``;
 * :class:`~lib.methods.RateSelfCheck` -- one minus the sum rate of the precoder on the given
   channel over the single-user bound ``sum_k log2(1 + P ||h_k||^2 / sigma^2)``;
 * :class:`~lib.methods.MahalanobisMonitor` -- the Mahalanobis distance of input features to
@@ -50,6 +51,7 @@ __all__ = [
     "EnsembleMonitor",
     "fallback_metrics",
     "auroc",
+    "roc_curve",
 ]
 
 #: Per task: the protocol both methods must satisfy (``None``: any callable) and, per
@@ -163,7 +165,8 @@ class Fallback:
     def scores(self, *args) -> torch.Tensor:
         """The monitor's scores ``(B,)`` of the learned outputs."""
         self._check_args(args)
-        return self._score(args, self.learned(*args))
+        with torch.no_grad():
+            return self._score(args, self.learned(*args))
 
     def _score(self, args, out):
         s = self.monitor(args, out)
@@ -187,7 +190,8 @@ class Fallback:
             raise ValueError("threshold is not set: pass threshold= or call calibrate()")
         B = self._check_args(args)
         t0 = time.perf_counter()
-        out = self.learned(*args)
+        with torch.no_grad():
+            out = self.learned(*args)
         t1 = time.perf_counter()
         s = self._score(args, out)
         trig = s > self.threshold
@@ -195,7 +199,8 @@ class Fallback:
         merged = out
         if bool(trig.any()):
             idx = trig.nonzero().squeeze(1).to(args[0].device)
-            fb = self.classical(*self._select(args, idx))
+            with torch.no_grad():
+                fb = self.classical(*self._select(args, idx))
             merged = out.clone()
             merged[idx] = fb.to(out.dtype)
         t3 = time.perf_counter()
@@ -212,14 +217,30 @@ class Fallback:
 # Monitors
 # --------------------------------------------------------------------------- #
 class ResidualMonitor:
-    """``||y - A x_hat||^2 / ||y||^2`` for ``args = (y, A, ...)`` (``A`` ``(M, N)`` or
-    ``(B, M, N)``): an estimate that does not explain its own measurements is suspect."""
+    """The residual of a sparse estimate (or of any linear measurement model) for
+    ``args = (y, A, noise_var)`` (``A`` ``(M, N)`` or ``(B, M, N)``): an estimate that does
+    not explain its own measurements is suspect.
+
+    ``relative_to="measurement"``: ``||y - A x_hat||^2 / ||y||^2``; ``relative_to="noise"``:
+    ``||y - A x_hat||^2 / (M sigma^2)``, about 1 (or below) for an estimate that explains
+    ``y`` up to the noise, at every SNR -- the first score rises when the SNR falls even where
+    the estimate is good.
+    """
+
+    def __init__(self, relative_to: str = "measurement"):
+        if relative_to not in ("measurement", "noise"):
+            raise ValueError(f"relative_to must be 'measurement' or 'noise', got {relative_to!r}")
+        self.relative_to = relative_to
 
     def __call__(self, args, x_hat):
         y, A = args[0], args[1]
         Ax = x_hat @ A.mT if A.ndim == 2 else (A @ x_hat.unsqueeze(-1)).squeeze(-1)
         r = (y - Ax).abs().pow(2).sum(-1)
-        return r / y.abs().pow(2).sum(-1).clamp_min(torch.finfo(r.dtype).tiny)
+        tiny = torch.finfo(r.dtype).tiny
+        if self.relative_to == "noise":
+            s2 = torch.as_tensor(args[2], dtype=r.dtype, device=r.device).expand(r.shape)
+            return r / (y.shape[-1] * s2).clamp_min(tiny)
+        return r / y.abs().pow(2).sum(-1).clamp_min(tiny)
 
 
 class RateSelfCheck:
@@ -305,15 +326,21 @@ class EnsembleMonitor:
 # --------------------------------------------------------------------------- #
 # Scoring a deployment
 # --------------------------------------------------------------------------- #
-def auroc(score: torch.Tensor, positive: torch.Tensor) -> float:
-    """Area under the ROC curve of ``score`` for detecting ``positive`` (bool ``(B,)``): the
-    probability that a positive sample scores higher than a negative one, ties counting half
-    (Mann-Whitney). ``nan`` when one class is empty (no ROC curve exists)."""
+def _classes(score, positive):
+    """Checked ``score`` (float64) and ``positive`` (bool) on the CPU, and the class sizes."""
     check_real(score, "score", ndim=1)
     check_tensor(positive, "positive", shape=(score.shape[0],))
     pos = positive.bool().cpu()
     s = score.detach().double().cpu()
     n1, n0 = int(pos.sum()), int((~pos).sum())
+    return s, pos, n1, n0
+
+
+def auroc(score: torch.Tensor, positive: torch.Tensor) -> float:
+    """Area under the ROC curve of ``score`` for detecting ``positive`` (bool ``(B,)``): the
+    probability that a positive sample scores higher than a negative one, ties counting half
+    (Mann-Whitney). ``nan`` when one class is empty (no ROC curve exists)."""
+    s, pos, n1, n0 = _classes(score, positive)
     if n1 == 0 or n0 == 0:
         return math.nan
     order = torch.argsort(s)
@@ -326,6 +353,23 @@ def auroc(score: torch.Tensor, positive: torch.Tensor) -> float:
     avg = ends - (counts.double() - 1) / 2
     ranks[order] = avg[inv]
     return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def roc_curve(score: torch.Tensor, positive: torch.Tensor):
+    """The ROC curve of ``score`` for detecting ``positive`` (bool ``(B,)``): false- and
+    true-positive rates ``(fpr, tpr)`` (float64, from ``(0, 0)`` to ``(1, 1)``) of the rule
+    "positive when ``score > t``" as ``t`` falls through the distinct scores. Its area (by
+    the trapezoidal rule) is :func:`auroc`. ``ValueError`` when one class is empty."""
+    s, pos, n1, n0 = _classes(score, positive)
+    if n1 == 0 or n0 == 0:
+        raise ValueError("positive must contain both classes to define a ROC curve")
+    values, inv = torch.unique(s, sorted=True, return_inverse=True)
+    tp = torch.zeros(len(values), dtype=torch.float64).index_add_(0, inv, pos.double())
+    fp = torch.zeros(len(values), dtype=torch.float64).index_add_(0, inv, (~pos).double())
+    # thresholds from the largest score down: cumulative counts from the top
+    tpr = torch.cat([torch.zeros(1, dtype=torch.float64), tp.flip(0).cumsum(0) / n1])
+    fpr = torch.cat([torch.zeros(1, dtype=torch.float64), fp.flip(0).cumsum(0) / n0])
+    return fpr, tpr
 
 
 def fallback_metrics(loss_learned, loss_classical, triggered, score=None, *,
@@ -350,8 +394,8 @@ def fallback_metrics(loss_learned, loss_classical, triggered, score=None, *,
     * ``auroc`` -- of ``score`` for detecting the harmful samples (when ``score`` is given;
       ``None`` if one class is empty).
     """
-    ll = torch.as_tensor(loss_learned).double().flatten()
-    lc = torch.as_tensor(loss_classical).double().flatten()
+    ll = torch.as_tensor(loss_learned).detach().double().flatten()
+    lc = torch.as_tensor(loss_classical).detach().double().flatten()
     trig = torch.as_tensor(triggered).bool().flatten()
     if not (ll.shape == lc.shape == trig.shape) or ll.numel() == 0:
         raise ValueError("loss_learned, loss_classical and triggered must be (B,) with B > 0")
