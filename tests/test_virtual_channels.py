@@ -5,6 +5,8 @@ infeasible samples, permutations, float32 and input checks."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -58,8 +60,13 @@ def _sdp(R, gam, s2):
     prob = cp.Problem(
         cp.Minimize(sum(cp.real(cp.trace(W)) for W in Ws)), qos + [W >> 0 for W in Ws]
     )
-    prob.solve(solver=cp.CLARABEL)
-    assert prob.status == "optimal"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "Solution may be inaccurate"
+        prob.solve(solver=cp.CLARABEL)
+    # Clarabel reports some of these small SDPs as "optimal_inaccurate" on some CPUs (the
+    # same problem, the same versions); the checks of the caller verify the solution to 1e-5
+    # (objective, rank, duals, strong duality), so an inaccurate flag alone is no failure.
+    assert prob.status in ("optimal", "optimal_inaccurate"), prob.status
     return prob.value, [W.value for W in Ws], np.array([float(c.dual_value) for c in qos])
 
 

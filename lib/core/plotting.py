@@ -136,9 +136,11 @@ METHODS: dict[str, tuple[str, str, str, str | None]] = {
     "truncation": ("truncation floor (T taps)", "#212529", ":", None),
     "perfect_csi": ("RZF, perfect CSI", "#000000", ":", None),
     # learned models behind a classical fallback (chapter Learned components behind ...)
-    "fallback_csinet": ("CsiNet behind Type-II (codeword distance)", "#2b8a3e", "-", "^"),
-    "fallback_lamp": ("LAMP-BG behind OAMP (residual)", "#c2255c", "-", "o"),
-    "fallback_uwmmse": ("unfolded WMMSE behind RZF (rate check)", "#d9480f", "-", "s"),
+    "fallback_csinet": ("CsiNet behind Type-II (codeword distance)", "#2b8a3e", "-", "<"),
+    "fallback_unfolded_fb": ("unfolded decoder behind Type-II (codeword residual)", "#c2255c",
+                             "-", "X"),  # fmt: skip
+    "fallback_lamp": ("LAMP-BG behind OAMP (residual)", "#1098ad", "-", "o"),
+    "fallback_uwmmse": ("unfolded WMMSE behind RZF (rate check)", "#d9480f", "-.", "s"),
     "fallback_papp": ("PaPP behind RZF (rate check)", "#862e9c", "-", "D"),
     "fallback_papp_input": ("PaPP behind RZF (input distance)", "#862e9c", "--", "d"),
     "chance": ("chance (random trigger)", "#868e96", ":", None),
