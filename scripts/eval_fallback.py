@@ -1,8 +1,8 @@
 """Evaluate the learned models of the book behind their classical fallbacks and write
 ``results/fallback/summary.json`` (chapter *Learned components behind a classical fallback*).
 
-For every case of ``lib.chapters.FALLBACK_CASES`` (CsiNet behind Type-II, LAMP-BG behind OAMP,
-the unfolded WMMSE and the PaPP student behind RZF): the wrapper of
+For every case of ``lib.chapters.FALLBACK_CASES`` (CsiNet and the unfolded decoder behind
+Type-II, LAMP-BG behind OAMP, the unfolded WMMSE and the PaPP student behind RZF): the wrapper of
 ``lib.chapters.fallback_case`` (threshold for a 10 % trigger rate on in-distribution
 validation data), scored by ``lib.chapters.evaluate_case`` on ``--n`` samples of every
 deployment (matched, each shift, and all shifts pooled): trigger rate, fraction of the

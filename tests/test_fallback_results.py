@@ -15,12 +15,17 @@ from lib.chapters import (
     FALLBACK_CASES,
     FALLBACK_TOL,
     TARGET_TRIGGER_RATE,
+    CodewordResidual,
+    CSFeedback,
+    FeedbackSetup,
     angular_profile,
     evaluate_case,
     fallback_case,
+    feedback_scenario,
 )
 from lib.core import set_threads
 from lib.methods import ResidualMonitor
+from lib.phy import angular_delay, from_angular_delay
 
 set_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +49,8 @@ def test_summary_has_every_case_and_consistent_metrics():
             # eq. (eq-fbk-worse): only harmful, untriggered samples can be worse
             bound = min(m["learned_worse_rate"], 1 - m["trigger_rate"])
             assert m["worse_than_classical_rate"] <= bound + 1e-12, (name, dep)
+            if "loss_limit" in m:  # the truncation floor of the CSI decoders
+                assert m["loss_limit"] < min(m["loss_learned"], m["loss_classical"]), (name, dep)
             if m["gain_retained"] is not None:
                 gw = m["gain_retained"] * m["gain_learned"]
                 assert gw == pytest.approx(m["gain_wrapped"]), (name, dep)
@@ -141,3 +148,14 @@ def test_angular_profile_is_a_normalised_log_power():
     a = torch.exp(2j * torch.pi * (2 * n[:, None] + 3 * n[None, :]) / 8).reshape(1, 1, 64)
     p = angular_profile(a.to(torch.complex128), 8, 8).exp() - 1e-6
     assert float(p.max()) == pytest.approx(1.0) and int((p > 1e-9).sum()) == 1
+
+
+def test_codeword_residual_is_zero_for_an_exact_decoder():
+    s = FeedbackSetup()
+    H = feedback_scenario("florence", 8, s, seed=3)["H"]
+    exact = from_angular_delay(angular_delay(H, s.n_h, s.n_v, s.n_taps), s.n_h, s.n_v,
+                               s.n_subcarriers)  # fmt: skip
+    mon = CodewordResidual(CSFeedback(0.25, s))
+    assert float(mon((H,), exact).max()) < 1e-8  # the codeword sees only the kept taps
+    assert torch.allclose(mon((H,), torch.zeros_like(H)), torch.ones(8, dtype=torch.float64))
+    assert float(mon((H,), 0.5 * exact).min()) == pytest.approx(0.25, rel=1e-4)

@@ -4,14 +4,15 @@ Four learned models of the book, each behind a classical method of its task with
 (:class:`lib.methods.Fallback`), calibrated on in-distribution validation data for a target
 trigger rate and scored on a matched and on shifted test sets:
 
-==================  ====================  ===========  ==========================================
-case                learned               classical    monitor
-==================  ====================  ===========  ==========================================
-``CsiNet/TypeII``   stored CsiNet, 1/4    Type-II      Mahalanobis distance of CsiNet's codeword
-``LAMP/OAMP``       stored LAMP-BG, T=16  OAMP, 16 it  residual relative to the noise
-``UWMMSE/RZF``      unfolded WMMSE, L=4   RZF          rate self-check
-``PaPP/RZF``        stored PaPP student   RZF          rate self-check
-==================  ====================  ===========  ==========================================
+====================  ====================  ===========  ==========================================
+case                  learned               classical    monitor
+====================  ====================  ===========  ==========================================
+``CsiNet/TypeII``     stored CsiNet, 1/4    Type-II      Mahalanobis distance of CsiNet's codeword
+``Unfolded/TypeII``   stored LAMP-BG, 1/4   Type-II      residual of the codeword
+``LAMP/OAMP``         stored LAMP-BG, T=16  OAMP, 16 it  residual relative to the noise
+``UWMMSE/RZF``        unfolded WMMSE, L=4   RZF          rate self-check
+``PaPP/RZF``          stored PaPP student   RZF          rate self-check
+====================  ====================  ===========  ==========================================
 
 * :func:`~lib.chapters.fallback_case` builds one case (:class:`~lib.chapters.FallbackCase`:
   the wrapper, the loss, the validation and test sets);
@@ -25,8 +26,9 @@ case                learned               classical    monitor
   :func:`~lib.chapters.angular_profile` to the training channels of PaPP (fitted live in the
   chapter: the input-distribution monitor that sees the shift the rate self-check misses).
 
-Losses are per sample and lower-is-better: NMSE in dB for the two estimators, minus the sum
-rate (bit/s/Hz) on the true channel for the two precoders.
+Losses are per sample and lower-is-better: NMSE in dB for the three estimators, minus the
+sum rate (bit/s/Hz) on the true channel for the two precoders. CSI cases also have a limit,
+the truncation floor (``FallbackCase.limit``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import torch
 from lib.core.checks import check_number, check_positive_int
 
 __all__ = [
+    "CodewordResidual",
     "FALLBACK_CASES",
     "FALLBACK_TOL",
     "FallbackCase",
@@ -54,11 +57,12 @@ __all__ = [
 ]
 
 #: The wrapped models of the chapter, in the order of its tables.
-FALLBACK_CASES = ("CsiNet/TypeII", "LAMP/OAMP", "UWMMSE/RZF", "PaPP/RZF")
+FALLBACK_CASES = ("CsiNet/TypeII", "Unfolded/TypeII", "LAMP/OAMP", "UWMMSE/RZF", "PaPP/RZF")
 
 #: Per case the loss difference (dB or bit/s/Hz) below which two methods count as equal when
 #: deciding "worse than the classical method".
-FALLBACK_TOL = {"CsiNet/TypeII": 0.5, "LAMP/OAMP": 0.5, "UWMMSE/RZF": 0.1, "PaPP/RZF": 0.1}
+FALLBACK_TOL = {"CsiNet/TypeII": 0.5, "Unfolded/TypeII": 0.5, "LAMP/OAMP": 0.5,
+                "UWMMSE/RZF": 0.1, "PaPP/RZF": 0.1}  # fmt: skip
 
 #: Target trigger rate on in-distribution validation data.
 TARGET_TRIGGER_RATE = 0.1
@@ -69,7 +73,9 @@ class FallbackCase:
     """One wrapped model: ``wrapper`` (a calibrated :class:`lib.methods.Fallback`), ``loss``
     ``(args, output, truth) -> (B,)``, the unit of the loss, and ``deployments``: name ->
     ``(kind, sampler)`` with ``kind`` ``"matched"`` or ``"shifted"`` and ``sampler(n, seed)
-    -> (args, truth)``; ``validation`` the arguments the threshold was calibrated on."""
+    -> (args, truth)``; ``validation`` the arguments the threshold was calibrated on;
+    ``limit`` ``(args, truth) -> (B,)``, where one exists, the loss of the best output any
+    method of the task could give (the truncation floor of the CSI decoders)."""
 
     name: str
     wrapper: object
@@ -77,6 +83,7 @@ class FallbackCase:
     unit: str
     deployments: dict = field(default_factory=dict)
     validation: tuple = ()
+    limit: Callable | None = None
 
     def with_monitor(self, monitor: Callable, *, trigger_rate: float = TARGET_TRIGGER_RATE,
                      name: str | None = None) -> FallbackCase:  # fmt: skip
@@ -88,12 +95,70 @@ class FallbackCase:
         w = Fallback(old.learned, old.classical, monitor, task=old.task)
         w.calibrate(*self.validation, trigger_rate=trigger_rate)
         return FallbackCase(self.name if name is None else name, w, self.loss, self.unit,
-                            dict(self.deployments), self.validation)  # fmt: skip
+                            dict(self.deployments), self.validation, self.limit)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- #
-# CSI feedback: CsiNet behind Type-II
+# CSI feedback: CsiNet and the unfolded decoder behind Type-II
 # --------------------------------------------------------------------------- #
+class CodewordResidual:
+    """The residual of a compressed-sensing feedback decoder, ``||y - A x_hat||^2 / ||y||^2``
+    with ``y = A x`` the codeword of the observed channel and ``x_hat`` the image of the
+    decoded channel (:class:`~lib.chapters.CSFeedback` ``fb``): the monitor of the
+    ``Unfolded/TypeII`` case, for ``args = (H_obs,)`` and ``H_hat`` ``(B, N_c, M)``. The
+    codeword carries no noise, so a decoder that explains it exactly scores 0; the base
+    station has ``y`` and ``A``, so the score needs nothing it does not have."""
+
+    def __init__(self, fb):
+        self.fb = fb
+
+    def _y(self, H):
+        from lib.phy import angular_delay
+
+        s = self.fb.setup
+        X = angular_delay(H, s.n_h, s.n_v, s.n_taps).to(torch.complex64)
+        return self.fb.encode(X).double()
+
+    def __call__(self, args, H_hat):
+        y = self._y(args[0])
+        r = (y - self._y(H_hat)).pow(2).sum(-1)
+        return r / y.pow(2).sum(-1).clamp_min(torch.finfo(y.dtype).tiny)
+
+
+def _truncation_floor(s):
+    from lib.chapters.feedback_shift import feedback_nmse
+    from lib.phy import angular_delay, from_angular_delay
+
+    def limit(args, H):
+        X = angular_delay(H, s.n_h, s.n_v, s.n_taps)
+        return feedback_nmse(from_angular_delay(X, s.n_h, s.n_v, s.n_subcarriers), H,
+                             per_sample=True)  # fmt: skip
+
+    return limit
+
+
+def _feedback_deployments(s):
+    from lib.chapters.feedback_shift import feedback_scenario
+
+    def sampler(name):
+        def f(n, seed):
+            d = feedback_scenario(name, n, s, seed=seed)
+            return (d["H_obs"],), d["H"]
+
+        return f
+
+    deps = {"matched": ("matched", sampler("source"))}
+    for name in ("munich-other", "florence", "umi", "uma", "cdl-c", "snr-0dB"):
+        deps[name] = ("shifted", sampler(name))
+    return deps
+
+
+def _feedback_loss(args, H_hat, H):
+    from lib.chapters.feedback_shift import feedback_nmse
+
+    return feedback_nmse(H_hat, H, per_sample=True)
+
+
 def _feedback_parts(ratio: float = 0.25):
     from lib.chapters.csi_feedback import FeedbackSetup, type2_subband_feedback
     from lib.chapters.feedback_shift import stored_feedback_model
@@ -149,32 +214,51 @@ def codeword_monitor(codeword: Callable | None = None, *, directory=None, fit_dr
     return mon
 
 
-def _csinet_case(n_val: int, directory=None) -> FallbackCase:
+def _feedback_validation(s, n_val):
     from lib.chapters.csi_feedback import feedback_source_images
-    from lib.chapters.feedback_shift import feedback_nmse, feedback_scenario
+
+    va = feedback_source_images("val", s, draws=1, seed=11, channels=True)
+    return (va["H"][:n_val],)
+
+
+def _csinet_case(n_val: int, directory=None) -> FallbackCase:
     from lib.methods import Fallback
 
     s, learned, classical, codeword = _feedback_parts()
     mon = codeword_monitor(codeword, directory=directory)
     w = Fallback(learned, classical, mon, task="map")
-    va = feedback_source_images("val", s, draws=1, seed=11, channels=True)
-    val = (va["H"][:n_val],)
+    val = _feedback_validation(s, n_val)
     w.calibrate(*val, trigger_rate=TARGET_TRIGGER_RATE)
+    return FallbackCase("CsiNet/TypeII", w, _feedback_loss, "dB", _feedback_deployments(s),
+                        val, _truncation_floor(s))  # fmt: skip
 
-    def sampler(name):
-        def f(n, seed):
-            d = feedback_scenario(name, n, s, seed=seed)
-            return (d["H_obs"],), d["H"]
 
-        return f
+def _unfolded_feedback_case(n_val: int) -> FallbackCase:
+    from lib.chapters.csi_feedback import CSFeedback, FeedbackSetup
+    from lib.chapters.feedback_shift import feedback_methods
+    from lib.methods import Fallback
 
-    def loss(args, H_hat, H):
-        return feedback_nmse(H_hat, H, per_sample=True)
+    s = FeedbackSetup()
+    methods = feedback_methods(0.25, s, methods=("TypeII", "Unfolded"))
+    fb = CSFeedback(0.25, s)
 
-    deps = {"matched": ("matched", sampler("source"))}
-    for name in ("munich-other", "florence", "umi", "uma", "cdl-c", "snr-0dB"):
-        deps[name] = ("shifted", sampler(name))
-    return FallbackCase("CsiNet/TypeII", w, loss, "dB", deps, val)
+    def learned(H):
+        return methods["Unfolded"]({"X_obs": _image(H, s)})
+
+    def classical(H):
+        return methods["TypeII"]({"H_obs": H})
+
+    w = Fallback(learned, classical, CodewordResidual(fb), task="map")
+    val = _feedback_validation(s, n_val)
+    w.calibrate(*val, trigger_rate=TARGET_TRIGGER_RATE)
+    return FallbackCase("Unfolded/TypeII", w, _feedback_loss, "dB", _feedback_deployments(s),
+                        val, _truncation_floor(s))  # fmt: skip
+
+
+def _image(H, s):
+    from lib.phy import angular_delay
+
+    return angular_delay(H, s.n_h, s.n_v, s.n_taps).to(torch.complex64)
 
 
 # --------------------------------------------------------------------------- #
@@ -387,6 +471,8 @@ def fallback_case(name: str, *, n_val: int = 1000, directory=None) -> FallbackCa
         raise ValueError(f"name must be one of {FALLBACK_CASES}, got {name!r}")
     if name == "CsiNet/TypeII":
         return _csinet_case(n_val, directory)
+    if name == "Unfolded/TypeII":
+        return _unfolded_feedback_case(n_val)
     if name == "LAMP/OAMP":
         return _lamp_case(n_val)
     if name == "UWMMSE/RZF":
@@ -398,7 +484,8 @@ def evaluate_case(case: FallbackCase, *, n: int = 400, seed: int = 0, deployment
                   keep_samples: bool = False) -> dict:  # fmt: skip
     """Score ``case`` on its deployments (all by default): per deployment the metrics of
     :func:`lib.methods.fallback_metrics` (with the case's tolerance), the mean losses of the
-    learned, classical and wrapped systems, and the timings of one wrapped call
+    learned, classical and wrapped systems (and ``loss_limit``, that of the case's limit,
+    where it has one), and the timings of one wrapped call
     (``overhead``: monitor and triggered classical time over the learned time;
     ``classical_all``: the classical method on every sample, for comparison).
 
@@ -427,6 +514,8 @@ def evaluate_case(case: FallbackCase, *, n: int = 400, seed: int = 0, deployment
         lc = case.loss(args, out_c, truth).detach().double()
         m = fallback_metrics(ll, lc, r.triggered, r.score, tol=tol)
         lw = torch.where(r.triggered, lc, ll)
+        if case.limit is not None:
+            m["loss_limit"] = float(case.limit(args, truth).double().mean())
         m.update(kind=kind, loss_learned=float(ll.mean()), loss_classical=float(lc.mean()),
                  loss_wrapped=float(lw.mean()), seconds=dict(r.seconds),
                  classical_all=t_all, overhead=(r.seconds["monitor"] + r.seconds["classical"])
