@@ -295,6 +295,11 @@ def test_nmse_is_a_ratio_of_sums_with_history_axis():
     assert float(sp.nmse_db(xh, x)) == pytest.approx(-10.0)
     h = torch.stack([xh, x + 1e-3])
     assert sp.nmse_db(h, x).shape == (2,)
+    # per sample: the first sample lost all its energy, the second none
+    assert sp.nmse(xh, x, per_sample=True).tolist() == [1.0, 0.0]
+    assert sp.nmse_db(h, x, per_sample=True).shape == (2, 2)
+    with pytest.raises(ValueError, match="all-zero row"):
+        sp.nmse(xh, torch.tensor([[1.0, 0.0], [0.0, 0.0]], dtype=torch.float64), per_sample=True)
 
 
 # --------------------------------------------------------------------------- #

@@ -128,7 +128,7 @@ def _check_pair(xhat, x):
         raise ValueError("x is all zero: the NMSE is undefined")
 
 
-def nmse(xhat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def nmse(xhat: torch.Tensor, x: torch.Tensor, *, per_sample: bool = False) -> torch.Tensor:
     """Linear NMSE as a ratio of sums, ``sum ||xhat - x||^2 / sum ||x||^2`` over the batch.
 
     Sparse recovery chapter, eq. ``eq-sparse-nmse``. Differentiable.
@@ -139,32 +139,43 @@ def nmse(xhat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         ``(B, N)`` or a per-iteration stack ``(T, B, N)`` (as returned with ``history=True``).
     x : torch.Tensor
         ``(B, N)`` ground truth, not all zero.
+    per_sample : bool
+        Instead, the NMSE of every sample, ``||xhat_b - x_b||^2 / ||x_b||^2`` (then no row of
+        ``x`` may be zero): a per-sample loss, e.g. to compare a learned estimator with its
+        classical fallback sample by sample (chapter *Learned components behind a classical
+        fallback*).
 
     Returns
     -------
     torch.Tensor
-        0-d for ``(B, N)`` input, ``(T,)`` for a stack.
+        0-d for ``(B, N)`` input, ``(T,)`` for a stack; with ``per_sample`` ``(B,)`` or
+        ``(T, B)``.
     """
     _check_pair(xhat, x)
+    if per_sample:
+        energy = (x.abs() ** 2).sum(-1)
+        if bool((energy == 0).any()):
+            raise ValueError("x has an all-zero row: its per-sample NMSE is undefined")
+        return ((xhat - x).abs() ** 2).sum(-1) / energy
     err = ((xhat - x).abs() ** 2).sum(dim=(-2, -1))
     return err / (x.abs() ** 2).sum()
 
 
-def nmse_db(xhat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def nmse_db(xhat: torch.Tensor, x: torch.Tensor, *, per_sample: bool = False) -> torch.Tensor:
     """:func:`~lib.sparse.nmse` in dB: ``10 log10(sum ||xhat - x||^2 / sum ||x||^2)`` (ratio of
-    sums).
+    sums; with ``per_sample`` that of every sample).
 
     The book's convention in every chapter; use ``float(...)`` for a single value. A perfect
     estimate gives ``-inf``.
 
     Parameters
     ----------
-    xhat, x : torch.Tensor
+    xhat, x, per_sample
         As in :func:`~lib.sparse.nmse`.
 
     Returns
     -------
     torch.Tensor
-        0-d or ``(T,)``, in dB.
+        0-d or ``(T,)``, in dB; with ``per_sample`` ``(B,)`` or ``(T, B)``.
     """
-    return 10.0 * torch.log10(nmse(xhat, x))
+    return 10.0 * torch.log10(nmse(xhat, x, per_sample=per_sample))
