@@ -22,6 +22,7 @@ from lib.chapters import (
     evaluate_case,
     fallback_case,
     feedback_scenario,
+    stored_papp_precoder,
 )
 from lib.core import set_threads
 from lib.methods import ResidualMonitor
@@ -135,6 +136,14 @@ def test_bad_inputs_raise(uwmmse):
         angular_profile(torch.zeros(2, 3, 10, dtype=torch.complex128), 8, 8)
     with pytest.raises(TypeError):
         angular_profile(torch.zeros(2, 3, 64), 8, 8)
+    with pytest.raises(TypeError, match="case must be a FallbackCase"):
+        evaluate_case(uwmmse.wrapper)
+    with pytest.raises(TypeError, match="fb must be a CSFeedback"):
+        CodewordResidual(FeedbackSetup())
+    with pytest.raises(ValueError, match="stored models"):
+        stored_papp_precoder("PaPP-seed9")
+    with pytest.raises(ValueError, match="antennas"):  # the precoder checks its input
+        stored_papp_precoder()(torch.zeros(2, 4, 16, dtype=torch.complex128), 1.0, 1.0)
 
 
 def test_angular_profile_is_a_normalised_log_power():

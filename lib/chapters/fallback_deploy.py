@@ -1,6 +1,6 @@
 """The deployments of the chapter *Learned components behind a classical fallback*.
 
-Four learned models of the book, each behind a classical method of its task with one monitor
+Five learned models of the book, each behind a classical method of its task with one monitor
 (:class:`lib.methods.Fallback`), calibrated on in-distribution validation data for a target
 trigger rate and scored on a matched and on shifted test sets:
 
@@ -47,11 +47,11 @@ __all__ = [
     "FALLBACK_CASES",
     "FALLBACK_TOL",
     "FallbackCase",
-    "PaPPPrecoder",
     "TARGET_TRIGGER_RATE",
     "angular_profile",
     "codeword_monitor",
     "papp_input_monitor",
+    "stored_papp_precoder",
     "fallback_case",
     "evaluate_case",
 ]
@@ -110,14 +110,14 @@ class CodewordResidual:
     station has ``y`` and ``A``, so the score needs nothing it does not have."""
 
     def __init__(self, fb):
+        from lib.chapters.csi_feedback import CSFeedback
+
+        if not isinstance(fb, CSFeedback):
+            raise TypeError(f"fb must be a CSFeedback, got {type(fb).__name__}")
         self.fb = fb
 
     def _y(self, H):
-        from lib.phy import angular_delay
-
-        s = self.fb.setup
-        X = angular_delay(H, s.n_h, s.n_v, s.n_taps).to(torch.complex64)
-        return self.fb.encode(X).double()
+        return self.fb.encode(_image(H, self.fb.setup)).double()
 
     def __call__(self, args, H_hat):
         y = self._y(args[0])
@@ -272,6 +272,7 @@ def _lamp_case(n_val: int) -> FallbackCase:
     )
     from lib.chapters.pretrained_sparse import reference_matrix
     from lib.methods import SPARSE_ESTIMATORS, Fallback, ResidualMonitor, pretrained_estimator
+    from lib.sparse import nmse_db
 
     A = reference_matrix(torch.float64)
     classical = SPARSE_ESTIMATORS["oamp"](A, p=0.1, T=16)
@@ -290,8 +291,7 @@ def _lamp_case(n_val: int) -> FallbackCase:
         return f
 
     def loss(args, x_hat, x):
-        err = (x_hat - x).pow(2).sum(-1)
-        return 10 * torch.log10(err / x.pow(2).sum(-1).clamp_min(torch.finfo(x.dtype).tiny))
+        return nmse_db(x_hat, x, per_sample=True)
 
     deps = {
         "matched": ("matched", sampler(base)),
@@ -320,7 +320,7 @@ def _batch(H, snr_db):
 
 def _uwmmse_case(n_val: int) -> FallbackCase:
     from lib.methods import Fallback, RateSelfCheck, pretrained_precoder
-    from lib.phy.channels import rayleigh
+    from lib.phy.channels import correlated_rayleigh, exponential_correlation, rayleigh
     from lib.precoding import rzf
 
     w = Fallback(pretrained_precoder(20.0, 4), rzf, RateSelfCheck(), task="precoder")
@@ -331,11 +331,10 @@ def _uwmmse_case(n_val: int) -> FallbackCase:
     def sampler(K, M, snr_db, rho=0.0):
         def f(n, seed):
             g = torch.Generator().manual_seed(1000 + seed)
-            H = rayleigh(n, K, M, generator=g, dtype=torch.complex128)
             if rho:
-                i = torch.arange(M)
-                R = rho ** (i[:, None] - i[None, :]).abs().double()
-                H = H @ torch.linalg.cholesky(R).to(H.dtype).mT
+                H = correlated_rayleigh(n, exponential_correlation(M, rho), K, generator=g)
+            else:
+                H = rayleigh(n, K, M, generator=g, dtype=torch.complex128)
             return _batch(H, snr_db)
 
         return f
@@ -350,29 +349,24 @@ def _uwmmse_case(n_val: int) -> FallbackCase:
     return FallbackCase("UWMMSE/RZF", w, _rate_loss, "bit/s/Hz", deps, val)
 
 
-class PaPPPrecoder:
-    """The stored PaPP student as a :class:`lib.core.Precoder`: ``V = sqrt(P) W_bar(H_bar)``
-    with ``H_bar = sqrt(P) / sigma H`` (chapter *Generalizable precoding*)."""
+def stored_papp_precoder(name: str = "PaPP"):
+    """The stored PaPP student ``name`` of ``results/papp`` (``weights_only=True``) as a
+    precoder ``(H, power, noise_var) -> V``: :class:`lib.learn.LearnedPrecoder` around it in
+    float64 (chapter *Generalizable precoding*; ``PaPP-seed1``, ``PaPP-seed2`` are the
+    students trained with other seeds)."""
+    import json
 
-    def __init__(self, name: str = "PaPP"):
-        import json
+    from lib.chapters.papp import build_papp_model
+    from lib.core import results_dir
+    from lib.learn import LearnedPrecoder
 
-        from lib.chapters.papp import build_papp_model
-        from lib.core import results_dir
-
-        d = results_dir("papp", must_exist=True)
-        rec = json.loads((d / "train.json").read_text())["models"][name]
-        net = build_papp_model(rec)
-        net.load_state_dict(torch.load(d / f"{name}.pt", weights_only=True))
-        self.net = net.double().eval()
-
-    def __call__(self, H, power, noise_var):
-        from lib.learn import power_aware_input, power_aware_output
-
-        with torch.no_grad():
-            W = self.net(power_aware_input(H, power, noise_var))
-        P = torch.as_tensor(power, dtype=H.real.dtype).expand(H.shape[0])
-        return power_aware_output(W, P)
+    d = results_dir("papp", must_exist=True)
+    models = json.loads((d / "train.json").read_text())["models"]
+    if name not in models:
+        raise ValueError(f"name must be one of the stored models {sorted(models)}, got {name!r}")
+    net = build_papp_model(models[name])
+    net.load_state_dict(torch.load(d / f"{name}.pt", weights_only=True))
+    return LearnedPrecoder(net.double())
 
 
 def angular_profile(H: torch.Tensor, n_h: int, n_v: int) -> torch.Tensor:
@@ -422,7 +416,7 @@ def _papp_case(n_val: int, snr_db: float = 20.0) -> FallbackCase:
     from lib.precoding import rzf
 
     setup = PaPPSetup()
-    w = Fallback(PaPPPrecoder(), rzf, RateSelfCheck(), task="precoder")
+    w = Fallback(stored_papp_precoder(), rzf, RateSelfCheck(), task="precoder")
 
     def source(n, seed):
         per = math.ceil(n / len(setup.source_sites))
@@ -494,6 +488,8 @@ def evaluate_case(case: FallbackCase, *, n: int = 400, seed: int = 0, deployment
     """
     from lib.methods import fallback_metrics
 
+    if not isinstance(case, FallbackCase):
+        raise TypeError(f"case must be a FallbackCase, got {type(case).__name__}")
     n = check_positive_int(n, "n")
     check_number(seed, "seed")
     names = list(case.deployments) if deployments is None else list(deployments)
