@@ -24,11 +24,11 @@ Models (``--backbone``): ``papp`` (``lib.learn.PaPPNet``: backbone, teacher with
 update, student; ``--hybrid`` for the hybrid student with ``--n-rf`` RF chains;
 ``--no-normalise`` for the ablation fed ``H`` and the SNR instead of ``sqrt(P) / sigma H``) or
 ``cnn`` (``lib.learn.CNNPrecoderNet``, the paper's CNN baseline, trained on the rate alone).
-A PaPP model trains in two stages: ``teacher`` (``--teacher-steps``; the teacher's rate
-``-R(W_T) / R_WMMSE``) then ``student`` (``--steps``; the student loss
-``MSE(W_T, W) - lambda R(W) / R_WMMSE`` against the targets of a frozen copy of the network
-validated best at the end of the teacher stage, with the reliability gate lambda_0 ->
-lambda_1 once the validation imitation error stops improving). Validation every
+A PaPP model trains in two stages: ``teacher`` (``--teacher-steps`` at step size
+``--teacher-lr``; the teacher's rate ``-R(W_T) / R_WMMSE``) then ``student`` (``--steps``; the
+student loss ``MSE(W_T, W) - lambda R(W) / R_WMMSE`` against the targets of a frozen copy of
+the network validated best at the end of the teacher stage, with the reliability gate
+lambda_0 -> lambda_1 once the validation imitation error stops improving). Validation every
 ``--val-every`` steps on a fixed set of validation users (all source sites, every training
 SNR, beta = 0): the metric is minus the mean of ``R / R_WMMSE`` of the teacher in the teacher
 stage and of the deployed network (the student) after it; the best weights are kept,
@@ -94,6 +94,11 @@ def build_parser():
     ap.add_argument("--teacher-steps", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--teacher-lr", type=float, default=None,
+                    help="step size of the teacher stage (default: --lr)")
+    ap.add_argument("--clip-quantile", type=float, default=None,
+                    help="adaptive gradient clipping at this quantile of the last 100 "
+                    "gradient norms (lib.learn.fit's clip_quantile); default: no clipping")
     ap.add_argument("--inner-lr", type=float, default=1e-3)
     ap.add_argument("--beta-meta", type=float, default=1.0)
     ap.add_argument("--lambda0", type=float, default=0.1)
@@ -295,7 +300,8 @@ def main(argv=None):
     objective = Objective(args, gate, frozen)
     sampler = DomainSampler(train_pool, setup, args.domains)
     if args.backbone == "papp":
-        plan = [Stage("teacher", args.teacher_steps), Stage("student", args.steps)]
+        plan = [Stage("teacher", args.teacher_steps, lr=args.teacher_lr),
+                Stage("student", args.steps)]  # fmt: skip
     else:
         plan = [Stage("student", args.teacher_steps + args.steps)]
     ckpt = args.checkpoints / f"{name}.ckpt"
@@ -304,7 +310,8 @@ def main(argv=None):
         batch_size=args.batch, step_fn=make_step(args, objective),
         val_data=(validation(val_pool, setup), None), val_fn=make_val_fn(args, rec),
         val_every=args.val_every, patience=args.patience, lr_decay=0.1,
-        lr_patience=args.lr_patience, seed=args.seed, device=args.device,
+        lr_patience=args.lr_patience, clip_quantile=args.clip_quantile,
+        seed=args.seed, device=args.device,
         checkpoint=ckpt, checkpoint_every=args.checkpoint_every, resume=args.resume,
         progress=args.progress, callbacks=[gate, frozen], desc=name,
     )  # fmt: skip

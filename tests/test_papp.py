@@ -22,7 +22,7 @@ from lib.learn import (
     student_loss,
     unit_power,
 )
-from lib.phy import rayleigh
+from lib.phy import load_site, rayleigh
 from lib.precoding import sum_rate, wmmse, wmmse_precoder, wmmse_receivers, wmmse_weights
 
 
@@ -130,6 +130,29 @@ def test_teacher_is_differentiable_and_learns_toward_wmmse():
     # from equal weights (a ZF-like start) the teacher closes at least 40 % of the gap
     assert rates[-1] - rates[0] > 0.4 * (ref - rates[0]) > 0
     assert rates[-1] <= ref + 1e-6
+
+
+def test_teacher_update_is_the_same_in_single_and_double_precision():
+    """The teacher trains in float32 and is evaluated in float64: both must compute the same
+    WMMSE update. On site channels at 25 dB the 64 x 64 update in single precision was a
+    different precoder (max |dW| 0.34 on these 16 samples) and its implicit derivative became
+    non-finite in training; the update now runs in double precision."""
+    torch.manual_seed(0)
+    net = PaPPNet()  # the 8 x 8 array of the chapter, M = 64
+    site = load_site(PaPPSetup().test_sites[0], dtype=torch.complex128)
+    H, _ = site.sample(16, 4, torch.Generator().manual_seed(0))
+    H = power_aware_input(H, 10**2.5, 1.0)
+    net64 = PaPPNet()
+    net64.load_state_dict(net.state_dict())
+    net64 = net64.double()
+    W32 = net(H.to(torch.complex64), teacher=True)[1]
+    assert W32.dtype == torch.complex64
+    with torch.no_grad():
+        W64 = net64(H, teacher=True)[1]
+    assert float((W32.detach().to(torch.complex128) - W64).abs().max()) < 1e-5
+    (-papp_rate(H.to(torch.complex64), W32).mean()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.teacher.parameters())
+    assert all(torch.isfinite(p.grad).all() for p in net.backbone.parameters())
 
 
 def test_student_loss_is_mse_minus_normalised_rate_with_a_constant_target():

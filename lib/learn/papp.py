@@ -244,7 +244,8 @@ class PaPPTeacher(nn.Module):
     ``forward(f, H_bar, power=None)`` returns ``(W_bar_T, u, w)``; ``W_bar_T`` ``(B, M, K)``
     with ``||W_bar_T||_F = 1`` (the update on ``H_bar`` with unit noise and ``power``, 1 by
     default: the normalised problem), differentiable through the implicit derivative of the
-    multiplier.
+    multiplier. The update is computed in double precision whatever the input's dtype and
+    returned in ``H_bar``'s.
     """
 
     def __init__(self, embed: int, hidden: int = 64, bisection_iters: int = 40):
@@ -258,10 +259,14 @@ class PaPPTeacher(nn.Module):
         rdt = H_bar.real.dtype
         u = torch.exp(out[..., 0]).to(rdt)
         w = torch.exp(out[..., 1]).to(rdt)
-        P = torch.ones(B, dtype=rdt, device=H_bar.device) if power is None else power.to(rdt)
-        a = torch.ones(B, K, dtype=rdt, device=H_bar.device)
-        W = _precoder(H_bar, u.to(H_bar.dtype), w, P, a, self.bisection_iters)
-        return unit_power(W), u, w
+        # the update in double precision, like the student's solve: at high SNR, A spans
+        # many orders of magnitude and, in single precision, the implicit derivative of mu
+        # became non-finite on some samples (training diverged to NaN in the teacher stage)
+        f64, c128 = torch.float64, torch.complex128
+        P = torch.ones(B, dtype=f64, device=H_bar.device) if power is None else power.to(f64)
+        a = torch.ones(B, K, dtype=f64, device=H_bar.device)
+        W = _precoder(H_bar.to(c128), u.to(c128), w.to(f64), P, a, self.bisection_iters)
+        return unit_power(W).to(H_bar.dtype), u, w
 
 
 def beamforming_structure(H: torch.Tensor, lam: torch.Tensor, p: torch.Tensor,
