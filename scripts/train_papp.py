@@ -91,7 +91,7 @@ def build_parser():
     ap.add_argument("--ref-iters", type=int, default=300, help="WMMSE iterations of R_WMMSE")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--domains", type=int, default=4)
-    ap.add_argument("--teacher-steps", type=int, default=1000)
+    ap.add_argument("--teacher-steps", type=int, default=3000)
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--teacher-lr", type=float, default=None,

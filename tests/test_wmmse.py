@@ -177,3 +177,36 @@ def test_reduced_path_keeps_the_power_budget_on_correlated_site_channels():
     assert bool((dl.common._frob2(V) <= P * (1 + 1e-9)).all())
     V2 = dl.wmmse(H, P, 1.0, iters=10, V0=V)
     assert bool((dl.sum_rate(H, V2, 1.0) >= dl.sum_rate(H, V, 1.0) - 1e-9).all())
+
+
+@pytest.mark.parametrize("P", [0.05, 1e3])  # constraint active / inactive
+def test_twice_differentiable_precoder_has_exact_second_derivatives(P):
+    """The user-space precoder of the PaPP teacher: the same V and first derivatives as the
+    implicit M x M path, and (with two graph-carrying Newton steps on the multiplier) exact
+    second derivatives, which one Newton step does not give where the constraint is active."""
+    import lib.precoding.weighted_mmse as wm
+
+    g = torch.Generator().manual_seed(7)
+    H = rayleigh(2, 2, 3, generator=g, dtype=torch.complex128)
+    u = torch.randn(2, 2, generator=g, dtype=torch.complex128)
+    w = 0.5 + torch.rand(2, 2, generator=g, dtype=torch.float64)
+    a = torch.ones(2, 2, dtype=torch.float64)
+    Pt = torch.full((2,), P, dtype=torch.float64)
+    args = tuple(t.clone().requires_grad_(True) for t in (H, u, w))
+    V1 = wm._precoder(*args, Pt, a, 80)
+    V2 = wm._precoder_twice_differentiable(*args, Pt, a, 80)
+    torch.testing.assert_close(V2, V1, rtol=1e-12, atol=1e-12)
+    probe = torch.randn(V1.shape, generator=g, dtype=torch.complex128)
+    g1 = torch.autograd.grad((V1 * probe).real.sum(), args)
+    g2 = torch.autograd.grad((V2 * probe).real.sum(), args)
+    for a1, a2 in zip(g1, g2, strict=True):
+        torch.testing.assert_close(a2, a1, rtol=1e-9, atol=1e-10)
+
+    def f(newton):
+        return lambda H, u, w: wm._precoder_twice_differentiable(H, u, w, Pt, a, 80, newton)
+
+    assert torch.autograd.gradgradcheck(f(2), args)
+    active = bool((dl.common._frob2(V1.detach()) > 0.99 * Pt).all())
+    assert active == (P < 1)
+    if active:
+        assert not torch.autograd.gradgradcheck(f(1), args, raise_exception=False)

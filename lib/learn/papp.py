@@ -67,7 +67,7 @@ from lib.core.checks import check_number, check_positive_int, check_tensor
 from lib.learn.trainer import Callback
 from lib.precoding.common import _abs2, _check_H, _scalar, _scale_to_power
 from lib.precoding.linear import _sinr
-from lib.precoding.weighted_mmse import _precoder
+from lib.precoding.weighted_mmse import _precoder_twice_differentiable
 
 __all__ = [
     "power_aware_input",
@@ -243,9 +243,11 @@ class PaPPTeacher(nn.Module):
 
     ``forward(f, H_bar, power=None)`` returns ``(W_bar_T, u, w)``; ``W_bar_T`` ``(B, M, K)``
     with ``||W_bar_T||_F = 1`` (the update on ``H_bar`` with unit noise and ``power``, 1 by
-    default: the normalised problem), differentiable through the implicit derivative of the
-    multiplier. The update is computed in double precision whatever the input's dtype and
-    returned in ``H_bar``'s.
+    default: the normalised problem), differentiable twice through the implicit derivative of
+    the multiplier (the inner step of MLDG and MAML differentiates the gradient: with first
+    derivatives only, the teacher's curvature would be missing from the meta-gradient). The
+    update is computed in double precision whatever the input's dtype and returned in
+    ``H_bar``'s.
     """
 
     def __init__(self, embed: int, hidden: int = 64, bisection_iters: int = 40):
@@ -265,7 +267,8 @@ class PaPPTeacher(nn.Module):
         f64, c128 = torch.float64, torch.complex128
         P = torch.ones(B, dtype=f64, device=H_bar.device) if power is None else power.to(f64)
         a = torch.ones(B, K, dtype=f64, device=H_bar.device)
-        W = _precoder(H_bar.to(c128), u.to(c128), w.to(f64), P, a, self.bisection_iters)
+        W = _precoder_twice_differentiable(H_bar.to(c128), u.to(c128), w.to(f64), P, a,
+                                           self.bisection_iters)  # fmt: skip
         return unit_power(W).to(H_bar.dtype), u, w
 
 

@@ -9,7 +9,9 @@ WMMSE (:mod:`lib.learn.unfolded_wmmse`) reuses the ``u`` and ``w`` blocks.
 
 The public blocks validate their inputs and call private, unchecked versions
 (``_receivers_weights``, ``_precoder``, ``_bisect``), which is what :func:`~lib.precoding.wmmse`
-iterates after validating once. Shapes: ``H`` ``(B, K, M)`` (row ``k`` is ``h_k^H``), ``V``
+iterates after validating once. ``_precoder_twice_differentiable`` is the precoder block with
+exact first and second derivatives (the PaPP teacher of :mod:`lib.learn.papp`, inside a
+meta-learning inner step). Shapes: ``H`` ``(B, K, M)`` (row ``k`` is ``h_k^H``), ``V``
 ``(B, M, K)``, ``u`` complex ``(B, K)``, ``w`` real ``(B, K)``.
 """
 
@@ -124,6 +126,30 @@ def _precoder(
     return V + _implicit_grad(A_g, R_g, P, V, U, inv, use, active)
 
 
+def _reduced_multiplier(H, c, ratio, P, iters: int):
+    """Eigen-decomposition of ``S = C^{1/2} G C^{1/2}`` and the multiplier mu (no grad).
+
+    ``c`` real ``(B, K)`` (``alpha_k w_k |u_k|^2``), ``ratio = d / sqrt(c)`` with
+    ``d_k = alpha_k w_k u_k``. Returns ``(lam, Q, Y, mu, active, keep)`` in the notation of
+    :func:`_precoder_reduced`.
+    """
+    M = H.shape[-1]
+    rdt = _real_dtype(H)
+    sc = c.sqrt()
+    S = sc[:, :, None] * (H @ H.mH) * sc[:, None, :]
+    lam, Q = torch.linalg.eigh(S)
+    lam = lam.clamp_min(0.0)
+    Y = Q.mH * ratio.to(H.dtype)[:, None, :]  # Q^H diag(d / sqrt(c))
+    phi = lam * _abs2(Y).sum(-1)
+    tol = lam[:, -1:].clamp_min(torch.finfo(rdt).tiny) * (M * torch.finfo(rdt).eps * 10)
+    keep = lam > tol
+    safe = torch.where(keep, lam, torch.ones_like(lam))
+    p0 = torch.where(keep, phi / safe.square(), 0.0).sum(-1)
+    active = p0 > P
+    mu = _bisect(lam, phi, P, active, iters)
+    return lam, Q, Y, mu, active, keep
+
+
 def _precoder_reduced(H, u, w, P, a, iters: int) -> torch.Tensor:
     """The WMMSE beamformer of :func:`_precoder` computed in the K-dimensional user space.
 
@@ -135,26 +161,16 @@ def _precoder_reduced(H, u, w, P, a, iters: int) -> torch.Tensor:
     the power of eq. (7) is ``sum_j lam_j ||Y_j||^2 / (lam_j + mu)^2``; so
     ``V = H^H C^{1/2} Q diag(1 / (lam + mu)) Y`` costs ``O(K^2 M + K^3)`` instead of the
     ``O(K M^2 + M^3)`` of the M x M eigendecomposition (same null-space rule, same bisection,
-    same final rescaling). Forward only: the differentiable path is :func:`_precoder`'s.
+    same final rescaling). Forward only: the differentiable paths are :func:`_precoder`'s and
+    :func:`_precoder_twice_differentiable`'s.
     """
-    M = H.shape[-1]
     rdt = _real_dtype(H)
     with torch.no_grad():
         c = a * w * _abs2(u)
         sc = c.sqrt()
         pos = c > 0
         ratio = torch.where(pos, (a * w) * u / torch.where(pos, sc, 1.0), 0.0)  # d / sqrt(c)
-        S = sc[:, :, None] * (H @ H.mH) * sc[:, None, :]
-        lam, Q = torch.linalg.eigh(S)
-        lam = lam.clamp_min(0.0)
-        Y = Q.mH * ratio.to(H.dtype)[:, None, :]  # Q^H diag(d / sqrt(c))
-        phi = lam * _abs2(Y).sum(-1)
-        tol = lam[:, -1:].clamp_min(torch.finfo(rdt).tiny) * (M * torch.finfo(rdt).eps * 10)
-        keep = lam > tol
-        safe = torch.where(keep, lam, torch.ones_like(lam))
-        p0 = torch.where(keep, phi / safe.square(), 0.0).sum(-1)
-        active = p0 > P
-        mu = _bisect(lam, phi, P, active, iters)
+        lam, Q, Y, mu, active, keep = _reduced_multiplier(H, c, ratio, P, iters)
         # with mu > 0 a direction with lam = 0 has phi = 0 and no part in V: drop it too
         use = keep | (active[:, None] & (lam > 0))
         den = lam + mu[:, None]
@@ -167,6 +183,42 @@ def _precoder_reduced(H, u, w, P, a, iters: int) -> torch.Tensor:
         rescale = active | (pw > P)
         scale = torch.where(rescale, torch.sqrt(P / pw.clamp_min(torch.finfo(rdt).tiny)), 1.0)
         return V * scale.to(H.dtype)[:, None, None]
+
+
+def _precoder_twice_differentiable(H, u, w, P, a, iters: int, newton: int = 2) -> torch.Tensor:
+    """The WMMSE beamformer of :func:`_precoder` with exact first *and second* derivatives.
+
+    In the user space of :func:`_precoder_reduced`, ``V(mu) = H^H (C G + mu I)^{-1} D``
+    (``D = diag(d)``; every op differentiable, so autograd also gives second derivatives,
+    as the inner step of MLDG or MAML needs). The multiplier is found without a graph by
+    the bisection of eq. (8), then refined by ``newton`` Newton steps on
+    ``g(mu) = ||V(mu)||_F^2 - P`` taken *with* the graph: at the root one step carries the
+    exact implicit first derivative of mu, two steps the exact second derivative as well.
+    Where the constraint is inactive, mu = 0. Requires ``c_k > 0`` and ``G = H H^H``
+    invertible (K <= M users with independent channels); not at the switch between mu = 0
+    and mu > 0. The power is ``P`` where active up to the last Newton step's accuracy.
+    """
+    B, K, _ = H.shape
+    c = a * w * _abs2(u)
+    d = (a * w) * u
+    with torch.no_grad():
+        ratio = d.detach() / c.detach().sqrt()
+        mu = _reduced_multiplier(H.detach(), c.detach(), ratio, P.detach(), iters)[3]
+        active = mu > 0
+    eye = torch.eye(K, dtype=H.dtype, device=H.device)
+    CG = c.to(H.dtype)[:, :, None] * (H @ H.mH)
+    Dm = torch.diag_embed(d.to(H.dtype))
+    mu = torch.where(active, mu, torch.zeros_like(mu))  # no graph; the Newton steps add it
+    for _ in range(newton):
+        T = CG + mu.to(H.dtype)[:, None, None] * eye
+        X = torch.linalg.solve(T, Dm)
+        V = H.mH @ X
+        dV = -(H.mH @ torch.linalg.solve(T, X))  # dV / dmu
+        g = _frob2(V) - P
+        dg = 2.0 * (V.conj() * dV).real.sum((-2, -1))
+        mu = torch.where(active, mu - g / torch.where(active, dg, -torch.ones_like(dg)), mu)
+    T = CG + mu.to(H.dtype)[:, None, None] * eye
+    return H.mH @ torch.linalg.solve(T, Dm)
 
 
 def _implicit_grad(A_g, R_g, P, V, U, inv, use, active) -> torch.Tensor:
