@@ -91,6 +91,8 @@ def build_parser():
     ap.add_argument("--ref-iters", type=int, default=300, help="WMMSE iterations of R_WMMSE")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--domains", type=int, default=4)
+    ap.add_argument("--los-domains", action="store_true",
+                    help="LOS and NLOS users of a site as separate domains (training pool)")
     ap.add_argument("--teacher-steps", type=int, default=3000)
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -130,13 +132,14 @@ def pools(setup: PaPPSetup, args):
     cache.mkdir(parents=True, exist_ok=True)
     out = {}
     for split, n, seed in (("train", args.pool, 0), ("val", args.val, VAL_SEED)):
-        f = cache / f"{split}_{n}_{setup.ref_iters}_eqrzf.pt"
+        los = args.los_domains and split == "train"  # validation stays mixed
+        f = cache / f"{split}_{n}_{setup.ref_iters}_eqrzf{'_los' if los else ''}.pt"
         if f.exists():
             out[split] = torch.load(f, weights_only=True)
         else:
             t = time.perf_counter()
             out[split] = source_pool(
-                setup, n, split, seed=seed,
+                setup, n, split, seed=seed, los_domains=los,
                 progress=lambda s, sp=split: print(f"  pool {sp}: {s}", flush=True))  # fmt: skip
             torch.save(out[split], f)
             print(f"  pool {split}: {time.perf_counter() - t:.0f} s", flush=True)
@@ -298,7 +301,7 @@ def main(argv=None):
                            stage="student")  # fmt: skip
     frozen = FrozenTeacher(model)
     objective = Objective(args, gate, frozen)
-    sampler = DomainSampler(train_pool, setup, args.domains)
+    sampler = DomainSampler(train_pool, setup, args.domains, los_domains=args.los_domains)
     if args.backbone == "papp":
         plan = [Stage("teacher", args.teacher_steps, lr=args.teacher_lr),
                 Stage("student", args.steps)]  # fmt: skip

@@ -418,3 +418,53 @@ def test_public_pieces_reject_wrong_input():
         mldg_objective(nn.Linear(3, 1), _quad_loss, _batches(0, 1), _batches(1, 1), -1.0)
     with pytest.raises(ValueError, match="power"):
         phase_extraction_hybrid(H, -1.0, 1.0)
+
+
+def test_domain_sampler_los_domains_draw_one_los_class_per_block():
+    setup = PaPPSetup(source_sites=("a", "b", "c"), betas=(0.0,))
+    N, n_los = 10, 5
+    H = _H(B=3 * N, K=4, M=16, dtype=torch.complex64).reshape(3, N, 4, 16)
+    # tag every sample by its index in the first entry, to read back which were drawn
+    H[..., 0, 0] = torch.arange(N, dtype=torch.float32).expand(3, N)
+    pool = {"H": H, "rate_ref": torch.rand(3, N, 4, dtype=torch.float64) + 1,
+            "los_samples": n_los}  # fmt: skip
+    s = DomainSampler(pool, setup, domains=3, los_domains=True)
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(40):
+        (Ht, _, _, _), _ = s(30, g)
+        idx = Ht[..., 0, 0].real.long()  # (D, b)
+        cls = idx < n_los
+        assert (cls.all(1) | (~cls).all(1)).all()  # one class per domain block
+        seen |= set(idx.flatten().tolist())
+    assert seen == set(range(N))  # both classes and every sample are reachable
+    with pytest.raises(ValueError, match="los_domains"):
+        DomainSampler({"H": H, "rate_ref": pool["rate_ref"]}, setup, 3, los_domains=True)
+
+
+def test_source_pool_los_domains_splits_each_site_by_line_of_sight(monkeypatch):
+    from lib.chapters import papp as chapter
+    from lib.chapters import source_pool
+    from lib.phy import load_site
+
+    setup = PaPPSetup(source_sites=("munich-r1",), ref_iters=5)
+    site = load_site("munich-r1")
+    pools = []
+
+    class Recorder:  # the real site, recording the user pools it is sampled from
+        los, n_users = site.los, site.n_users
+
+        def sample(self, n, *a, pool=None, **kw):
+            pools.append(pool)
+            return site.sample(n, *a, pool=pool, **kw)
+
+    monkeypatch.setattr(chapter, "load_site", lambda name: Recorder())
+    pool = source_pool(setup, 6, "val", seed=1, los_domains=True)
+    mixed = source_pool(setup, 2, "val", seed=1)
+    assert pool["H"].shape[:2] == (1, 6) and pool["los_samples"] == 3
+    assert "los_samples" not in mixed
+    _, val = chapter.split_site_users(site, setup.val_fraction)
+    los_pool, nlos_pool, mixed_pool = pools
+    assert site.los[los_pool].all() and not site.los[nlos_pool].any()
+    assert set(los_pool.tolist()) | set(nlos_pool.tolist()) == set(val.tolist())
+    assert torch.equal(mixed_pool, val)

@@ -162,43 +162,70 @@ def phase_extraction_hybrid(H: torch.Tensor, power, noise_var) -> torch.Tensor:
 
 
 def source_pool(setup: PaPPSetup, samples: int, split: str = "train", seed: int = 0,
-                dtype=torch.complex64, progress=None) -> dict:  # fmt: skip
+                dtype=torch.complex64, progress=None, *,
+                los_domains: bool = False) -> dict:  # fmt: skip
     """Fixed samples of every source site: ``{"H": (S, N, K, M), "rate_ref": (S, N, len(snr)),
     "sites": names}`` with users from the ``split`` part (``"train"`` or ``"val"``) of
     :func:`split_site_users`; ``rate_ref[s, n, i]`` is :func:`reference_wmmse` at
-    ``setup.snr_db[i]`` with ``setup.ref_iters`` iterations."""
+    ``setup.snr_db[i]`` with ``setup.ref_iters`` iterations.
+
+    With ``los_domains`` the first ``N // 2`` samples of each site have line-of-sight users
+    only and the others non-line-of-sight users only (the LOS/NLOS axis of the domains of
+    :class:`DomainSampler`), and the pool also holds ``"los_samples"`` = ``N // 2``."""
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     samples = check_positive_int(samples, "samples")
+    if los_domains and samples < 2:
+        raise ValueError(f"los_domains needs samples >= 2, got {samples}")
     g = torch.Generator().manual_seed(seed)
     Hs, rs = [], []
     for name in setup.source_sites:
         site = load_site(name)
         tr, va = split_site_users(site, setup.val_fraction)
-        H, _ = site.sample(samples, setup.users, g, setup.n_h, setup.n_v,
-                           pool=tr if split == "train" else va, dtype=dtype)  # fmt: skip
+        users = tr if split == "train" else va
+        if los_domains:
+            los = site.los[users].cpu()
+            H = torch.cat([
+                site.sample(n, setup.users, g, setup.n_h, setup.n_v, pool=users[m],
+                            dtype=dtype)[0]
+                for n, m in ((samples // 2, los), (samples - samples // 2, ~los))
+            ])  # fmt: skip
+        else:
+            H, _ = site.sample(samples, setup.users, g, setup.n_h, setup.n_v, pool=users,
+                               dtype=dtype)  # fmt: skip
         Hs.append(H)
         rs.append(torch.stack([reference_wmmse(H, s, setup.ref_iters) for s in setup.snr_db], -1))
         if progress is not None:
             progress(name)
-    return {"H": torch.stack(Hs), "rate_ref": torch.stack(rs), "sites": list(setup.source_sites)}
+    out = {"H": torch.stack(Hs), "rate_ref": torch.stack(rs), "sites": list(setup.source_sites)}
+    if los_domains:
+        out["los_samples"] = samples // 2
+    return out
 
 
 class DomainSampler:
     """Batches of ``domains`` domain blocks for :func:`lib.learn.fit`.
 
     A domain is a source site, a training SNR and a CSI-error level (sites distinct within a
-    batch). ``sampler(batch_size, generator)`` returns ``((H_true, H_hat, snr_db, rate_ref),
+    batch) and, with ``los_domains``, the line-of-sight or non-line-of-sight users of the
+    site (a pool of :func:`source_pool` with ``los_domains=True``).
+    ``sampler(batch_size, generator)`` returns ``((H_true, H_hat, snr_db, rate_ref),
     None)`` with ``H_*`` ``(D, b, K, M)``, ``snr_db`` and ``rate_ref`` ``(D, b)``, ``b =
     batch_size // D``; ``H_hat`` has fresh error of the domain's ``beta``.
     """
 
-    def __init__(self, pool: dict, setup: PaPPSetup, domains: int = 4):
+    def __init__(self, pool: dict, setup: PaPPSetup, domains: int = 4, *,
+                 los_domains: bool = False):  # fmt: skip
         self.H, self.rate = pool["H"], pool["rate_ref"]
         self.S, self.N = self.H.shape[:2]
         self.D = check_positive_int(domains, "domains")
         if self.D > self.S:
             raise ValueError(f"domains = {self.D} exceeds the {self.S} source sites")
+        self.n_los = None
+        if los_domains:
+            if "los_samples" not in pool:
+                raise ValueError("los_domains needs a pool of source_pool(..., los_domains=True)")
+            self.n_los = int(pool["los_samples"])
         self.snr = torch.tensor(setup.snr_db, dtype=torch.float64)
         self.betas = torch.tensor(setup.betas, dtype=torch.float64)
 
@@ -209,7 +236,14 @@ class DomainSampler:
         site = torch.randperm(self.S, generator=generator)[: self.D]
         si = torch.randint(len(self.snr), (self.D,), generator=generator)
         bi = torch.randint(len(self.betas), (self.D,), generator=generator)
-        n = torch.randint(self.N, (self.D, b), generator=generator)
+        if self.n_los is None:
+            n = torch.randint(self.N, (self.D, b), generator=generator)
+        else:  # a LOS (first n_los samples) or an NLOS domain (the rest) per block
+            los = torch.randint(2, (self.D,), generator=generator).bool()
+            size = torch.where(los, self.n_los, self.N - self.n_los)
+            start = torch.where(los, 0, self.n_los)
+            u = torch.rand(self.D, b, generator=generator, dtype=torch.float64)
+            n = start[:, None] + (u * size[:, None]).long().clamp_max(size[:, None] - 1)
         H = self.H[site[:, None], n]
         rate = self.rate[site[:, None], n, si[:, None]].float()
         beta = self.betas[bi][:, None].expand(self.D, b).reshape(-1)
