@@ -440,6 +440,8 @@ def test_domain_sampler_los_domains_draw_one_los_class_per_block():
     assert seen == set(range(N))  # both classes and every sample are reachable
     with pytest.raises(ValueError, match="los_domains"):
         DomainSampler({"H": H, "rate_ref": pool["rate_ref"]}, setup, 3, los_domains=True)
+    with pytest.raises(ValueError, match="los_samples"):
+        DomainSampler({**pool, "los_samples": N}, setup, 3, los_domains=True)
 
 
 def test_source_pool_los_domains_splits_each_site_by_line_of_sight(monkeypatch):

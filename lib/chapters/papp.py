@@ -226,6 +226,8 @@ class DomainSampler:
             if "los_samples" not in pool:
                 raise ValueError("los_domains needs a pool of source_pool(..., los_domains=True)")
             self.n_los = int(pool["los_samples"])
+            if not 0 < self.n_los < self.N:
+                raise ValueError(f"pool['los_samples'] must be in (0, {self.N}), got {self.n_los}")
         self.snr = torch.tensor(setup.snr_db, dtype=torch.float64)
         self.betas = torch.tensor(setup.betas, dtype=torch.float64)
 
