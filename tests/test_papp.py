@@ -470,3 +470,19 @@ def test_source_pool_los_domains_splits_each_site_by_line_of_sight(monkeypatch):
     assert site.los[los_pool].all() and not site.los[nlos_pool].any()
     assert set(los_pool.tolist()) | set(nlos_pool.tolist()) == set(val.tolist())
     assert torch.equal(mixed_pool, val)
+
+
+def test_source_pool_los_domains_rejects_a_site_without_enough_users_of_a_class(monkeypatch):
+    from lib.chapters import papp as chapter
+    from lib.chapters import source_pool
+    from lib.phy import load_site
+
+    site = load_site("munich-r1")
+
+    class AllLos:  # the real site with every user marked line-of-sight
+        los, n_users, sample = torch.ones_like(site.los), site.n_users, site.sample
+
+    monkeypatch.setattr(chapter, "load_site", lambda name: AllLos())
+    setup = PaPPSetup(source_sites=("munich-r1",), ref_iters=5)
+    with pytest.raises(ValueError, match="0 non-line-of-sight val users"):
+        source_pool(setup, 4, "val", los_domains=True)

@@ -185,6 +185,11 @@ def source_pool(setup: PaPPSetup, samples: int, split: str = "train", seed: int 
         users = tr if split == "train" else va
         if los_domains:
             los = site.los[users].cpu()
+            for cls, m in (("line-of-sight", los), ("non-line-of-sight", ~los)):
+                if int(m.sum()) < setup.users:
+                    raise ValueError(
+                        f"los_domains: site {name!r} has {int(m.sum())} {cls} {split} "
+                        f"users, fewer than K = {setup.users}")  # fmt: skip
             H = torch.cat([
                 site.sample(n, setup.users, g, setup.n_h, setup.n_v, pool=users[m],
                             dtype=dtype)[0]
